@@ -1,0 +1,72 @@
+"""bptt_keras: backpropagation through time with Keras 3, done correctly and measured.
+
+The public API:
+
+- models: `build_model`, `reset_states`, `get_states`, `set_states`, `to_stateful`,
+  `with_explicit_state`, `zero_states`, `run_with_state`, `recurrent_layers`
+- data: `next_step_pairs`, `sliding_windows`, `split_by_time`, `stream_batches`,
+  `fit_scaler`, `Scaler`, `load_series`, `load_csv_series`, `available_series`
+- prediction: `predict_next`, `forecast`
+- plotting: `plot_loss_curves`, `plot_forecast`
+- runs: `TrainConfig`, `train`
+"""
+
+__version__ = "0.1.0"
+
+import os
+
+# TensorFlow's C++ INFO lines (CPU feature guard, oneDNN notices) drown the output of a
+# command-line tool; keep warnings and errors. A value the user set wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+from bptt_keras.config import TrainConfig
+from bptt_keras.data import (
+    Scaler,
+    fit_scaler,
+    next_step_pairs,
+    sliding_windows,
+    split_by_time,
+    stream_batches,
+)
+from bptt_keras.datasets import available_series, load_csv_series, load_series
+from bptt_keras.forecast import forecast, predict_next
+from bptt_keras.models import (
+    build_model,
+    get_states,
+    recurrent_layers,
+    reset_states,
+    run_with_state,
+    set_states,
+    to_stateful,
+    with_explicit_state,
+    zero_states,
+)
+from bptt_keras.plotting import plot_forecast, plot_loss_curves
+from bptt_keras.run import train
+
+__all__ = [
+    "Scaler",
+    "TrainConfig",
+    "available_series",
+    "build_model",
+    "fit_scaler",
+    "forecast",
+    "get_states",
+    "load_csv_series",
+    "load_series",
+    "next_step_pairs",
+    "plot_forecast",
+    "plot_loss_curves",
+    "predict_next",
+    "recurrent_layers",
+    "reset_states",
+    "run_with_state",
+    "set_states",
+    "sliding_windows",
+    "split_by_time",
+    "stream_batches",
+    "to_stateful",
+    "train",
+    "with_explicit_state",
+    "zero_states",
+]

@@ -1,0 +1,87 @@
+"""The one typed configuration of a training run, shared by the CLI, notebooks and scripts."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from bptt_keras._validation import check_choice, check_float, check_int
+from bptt_keras.datasets import SERIES
+from bptt_keras.models import CELLS, INITS
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a next-step forecasting run on one series.
+
+    Vary it with `dataclasses.replace(config, units=64)`; call `validate()` (done by
+    `bptt_keras.run.train`) to get a clear error for a bad value before anything is built.
+
+    Attributes:
+        dataset: a shipped series (`"sunspots"`, `"co2"`); ignored when `csv` is set.
+        csv: path of a CSV file to train on instead (needs `column`).
+        column: value column of `csv`.
+        time_column: optional time column of `csv`, used for plot axes.
+        cell: `"simple_rnn"`, `"lstm"` or `"gru"`.
+        units: hidden units per layer.
+        num_layers: stacked recurrent layers.
+        init: `"default"`, `"orthogonal"`, `"glorot"` or `"irnn"` (see `build_model`).
+        window: context steps per training window (windows hold `window + 1` values).
+        stride: steps between training window starts.
+        epochs: passes over the training windows.
+        batch_size: windows per update.
+        learning_rate: Adam learning rate.
+        val_fraction: share of the series (after train) used for validation.
+        test_fraction: final share of the series held out for the forecast test.
+        seed: seeds weights, shuffling and every random op.
+    """
+
+    dataset: str = "sunspots"
+    csv: str | None = None
+    column: str | None = None
+    time_column: str | None = None
+    cell: str = "simple_rnn"
+    units: int = 32
+    num_layers: int = 1
+    init: str = "default"
+    window: int = 20
+    stride: int = 1
+    epochs: int = 100
+    batch_size: int = 32
+    learning_rate: float = 1e-2
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 0
+
+    def validate(self) -> TrainConfig:
+        """Checks every field; returns `self` so it can be chained.
+
+        Raises:
+            ValueError / TypeError: naming the field, the value received and what is expected.
+        """
+        if self.csv is None:
+            check_choice(self.dataset, name="dataset", choices=SERIES)
+        elif self.column is None:
+            raise ValueError("`column` is required with `csv`: name the column to train on.")
+        check_choice(self.cell, name="cell", choices=CELLS)
+        check_choice(self.init, name="init", choices=INITS)
+        if self.init == "irnn" and self.cell != "simple_rnn":
+            raise ValueError(
+                f"`init='irnn'` applies to `cell='simple_rnn'` only. Received: cell={self.cell!r}"
+            )
+        for field in ("units", "num_layers", "window", "stride", "epochs", "batch_size"):
+            check_int(getattr(self, field), name=field)
+        check_int(self.seed, name="seed", minimum=0)
+        check_float(self.learning_rate, name="learning_rate", low=0.0, low_inclusive=False)
+        for field in ("val_fraction", "test_fraction"):
+            check_float(getattr(self, field), name=field, low=0.0, high=1.0, high_inclusive=False)
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError(
+                "`val_fraction + test_fraction` must be < 1 to leave training data. Received: "
+                f"{self.val_fraction} + {self.test_fraction}"
+            )
+        return self
+
+    def to_dict(self) -> dict:
+        """The fields as a JSON-serialisable dict."""
+        return dataclasses.asdict(self)

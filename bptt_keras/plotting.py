@@ -1,0 +1,148 @@
+"""Plots of training runs and forecasts. Every function returns matplotlib objects; none shows.
+
+Use the Agg backend for scripts and tests (`matplotlib.use("Agg")`); notebooks display the
+returned figures themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from bptt_keras._validation import as_float_array, describe
+
+
+def _new_axes(ax: Axes | None, figsize=(6.4, 4.0)) -> Axes:
+    if ax is not None:
+        if not isinstance(ax, Axes):
+            raise TypeError(f"`ax` must be a matplotlib Axes or None. Received: {describe(ax)}")
+        return ax
+    figure = Figure(figsize=figsize, layout="constrained")
+    return figure.add_subplot()
+
+
+def _history_dict(history) -> dict[str, list[float]]:
+    logs = getattr(history, "history", history)
+    if not isinstance(logs, Mapping) or not logs:
+        raise TypeError(
+            "`history` must be a keras History or a non-empty dict of per-epoch lists, e.g. "
+            f"{{'loss': [...], 'val_loss': [...]}}. Received: {describe(history)}"
+        )
+    return {str(k): [float(v) for v in np.ravel(vals)] for k, vals in logs.items()}
+
+
+def plot_loss_curves(
+    history,
+    *,
+    ax: Axes | None = None,
+    keys: Sequence[str] | None = None,
+    log_scale: bool = False,
+    title: str | None = "Training curve",
+    ylabel: str = "loss (MSE)",
+) -> Axes:
+    """Plots training (and validation) loss per epoch.
+
+    Args:
+        history: a `keras.callbacks.History` (from `model.fit` or `bptt_keras.fit`) or a dict
+            `{"loss": [...], "val_loss": [...], ...}`.
+        ax: axes to draw on; a new figure is made if None (get it with `ax.figure`).
+        keys: which entries to plot; default every entry whose name ends in "loss".
+        log_scale: logarithmic y axis (losses often fall by decades).
+        title: axes title.
+        ylabel: y-axis label.
+
+    Returns:
+        The matplotlib `Axes`.
+
+    Example:
+
+    >>> ax = plot_loss_curves({"loss": [1.0, 0.5, 0.2], "val_loss": [1.1, 0.6, 0.4]})
+    >>> ax.figure.savefig("loss.png")
+    """
+    logs = _history_dict(history)
+    if keys is None:
+        keys = [k for k in logs if k.endswith("loss")] or list(logs)
+    missing = [k for k in keys if k not in logs]
+    if missing:
+        raise ValueError(f"`keys` {missing} are not in the history. Available: {list(logs)}")
+    ax = _new_axes(ax)
+    for key in keys:
+        epochs = np.arange(1, len(logs[key]) + 1)
+        style = "--" if key.startswith("val_") else "-"
+        label = {"loss": "train", "val_loss": "validation"}.get(key, key)
+        ax.plot(epochs, logs[key], style, label=label)
+    if log_scale:
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return ax
+
+
+def plot_forecast(
+    truth,
+    predictions: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    *,
+    time=None,
+    split: float | None = None,
+    split_label: str = "held-out data starts",
+    ax: Axes | None = None,
+    title: str | None = "Forecast",
+    xlabel: str = "time step",
+    ylabel: str = "value",
+) -> Axes:
+    """Plots a series and one or more predictions of it.
+
+    Args:
+        truth: `(time,)` true values.
+        predictions: `{label: (time_of_prediction, values)}`, each a pair of 1-D arrays of
+            equal length, e.g. `{"one-step": (t[200:], p1), "closed loop": (t[200:], p2)}`.
+        time: `(time,)` x values for `truth` (default `0..len(truth)-1`).
+        split: x position of a vertical line marking where held-out data starts.
+        split_label: legend label of that line.
+        ax: axes to draw on; a new figure if None.
+        title, xlabel, ylabel: labels.
+
+    Returns:
+        The matplotlib `Axes`.
+    """
+    values = as_float_array(truth, name="truth", ranks=(1,))
+    x = np.arange(values.shape[0]) if time is None else np.asarray(time)
+    if x.shape != values.shape:
+        raise ValueError(
+            f"`time` must have the same shape as `truth` {values.shape}. Received: {describe(x)}"
+        )
+    if not isinstance(predictions, Mapping):
+        raise TypeError(
+            "`predictions` must be a dict {label: (time, values)}. "
+            f"Received: {describe(predictions)}"
+        )
+    ax = _new_axes(ax, figsize=(8.0, 4.0))
+    ax.plot(x, values, color="0.3", lw=1.2, label="truth")
+    for label, pair in predictions.items():
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(
+                f"`predictions[{label!r}]` must be a pair (time, values). "
+                f"Received: {describe(pair)}"
+            )
+        px, py = np.asarray(pair[0]), np.ravel(np.asarray(pair[1], dtype=float))
+        if px.shape != py.shape:
+            raise ValueError(
+                f"`predictions[{label!r}]` has {px.shape[0]} times but {py.shape[0]} values."
+            )
+        ax.plot(px, py, lw=1.5, label=label)
+    if split is not None:
+        ax.axvline(split, color="k", ls=":", lw=1, label=split_label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return ax
