@@ -7,7 +7,10 @@ The public API:
 - data: `next_step_pairs`, `sliding_windows`, `split_by_time`, `stream_batches`,
   `fit_scaler`, `Scaler`, `load_series`, `load_csv_series`, `available_series`
 - prediction: `predict_next`, `forecast`
-- plotting: `plot_loss_curves`, `plot_forecast`
+- BPTT engine: `fit`, `bptt_gradients`, `plan_blocks`
+- diagnostics: `gradient_norms_through_time`, `recurrent_spectrum`, `RecurrentSpectrum`,
+  `scale_recurrent`, `numpy_bptt` (the NumPy oracle)
+- plotting: `plot_loss_curves`, `plot_forecast`, `plot_gradient_norms`
 - runs: `TrainConfig`, `train`
 """
 
@@ -19,6 +22,8 @@ import os
 # command-line tool; keep warnings and errors. A value the user set wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
+from bptt_keras.bptt import bptt_gradients, fit
+from bptt_keras.checkpoint import CheckpointError
 from bptt_keras.config import TrainConfig
 from bptt_keras.data import (
     Scaler,
@@ -29,6 +34,12 @@ from bptt_keras.data import (
     stream_batches,
 )
 from bptt_keras.datasets import available_series, load_csv_series, load_series
+from bptt_keras.diagnostics import (
+    RecurrentSpectrum,
+    gradient_norms_through_time,
+    recurrent_spectrum,
+    scale_recurrent,
+)
 from bptt_keras.forecast import forecast, predict_next
 from bptt_keras.models import (
     build_model,
@@ -41,10 +52,20 @@ from bptt_keras.models import (
     with_explicit_state,
     zero_states,
 )
-from bptt_keras.plotting import plot_forecast, plot_loss_curves
+from bptt_keras.plotting import plot_forecast, plot_gradient_norms, plot_loss_curves
 from bptt_keras.run import train
+from bptt_keras.truncation import plan_blocks
 
 __all__ = [
+    "CheckpointError",
+    "RecurrentSpectrum",
+    "bptt_gradients",
+    "fit",
+    "gradient_norms_through_time",
+    "plan_blocks",
+    "plot_gradient_norms",
+    "recurrent_spectrum",
+    "scale_recurrent",
     "Scaler",
     "TrainConfig",
     "available_series",

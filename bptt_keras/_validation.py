@@ -30,17 +30,19 @@ def as_float_array(
     name: str,
     ranks: Iterable[int],
     allow_nonfinite: bool = False,
+    dtype: str = "float32",
 ) -> np.ndarray:
-    """Converts `value` to a float32 NumPy array after checking type, rank, size and finiteness.
+    """Converts `value` to a float NumPy array after checking type, rank, size and finiteness.
 
     Args:
         value: array-like of real numbers.
         name: the argument name used in error messages.
         ranks: accepted numbers of dimensions.
         allow_nonfinite: if False, NaN and inf raise a `ValueError`.
+        dtype: float dtype of the result.
 
     Returns:
-        A float32 `np.ndarray` with one of the accepted ranks.
+        A `np.ndarray` of `dtype` with one of the accepted ranks.
 
     Raises:
         TypeError: if `value` is None, a string, or not numeric.
@@ -68,7 +70,7 @@ def as_float_array(
         raise ValueError(f"`{name}` must have {expected} dimensions. Received: {describe(array)}")
     if array.size == 0:
         raise ValueError(f"`{name}` must not be empty. Received: {describe(array)}")
-    array = array.astype(np.float32, copy=False)
+    array = array.astype(dtype, copy=False)
     if not allow_nonfinite and not np.all(np.isfinite(array)):
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
         raise ValueError(

@@ -172,7 +172,8 @@ def build_model(
     )
 
 
-def _state_sizes(layer: keras.layers.RNN) -> list[int]:
+def state_sizes(layer: keras.layers.RNN) -> list[int]:
+    """Sizes of a recurrent layer's states: `[units]`, or `[units, units]` (h, c) for LSTM."""
     size = layer.cell.state_size
     return list(size) if isinstance(size, (list, tuple)) else [size]
 
@@ -196,7 +197,7 @@ def _assemble(
         if return_state:
             initial = [
                 keras.Input(batch_shape=(batch_size, size), name=f"{layer.name}_state{k}")
-                for k, size in enumerate(_state_sizes(layer))
+                for k, size in enumerate(state_sizes(layer))
             ]
             inputs += initial
             out = layer(h, initial_state=initial if len(initial) > 1 else initial[0])
@@ -295,7 +296,7 @@ def set_states(model: keras.Model, states: Sequence[Sequence[np.ndarray]]) -> No
         )
     batch = model.inputs[0].shape[0]
     for layer, layer_states in zip(layers, states, strict=True):
-        sizes = _state_sizes(layer)
+        sizes = state_sizes(layer)
         if not isinstance(layer_states, (list, tuple)) or len(layer_states) != len(sizes):
             raise ValueError(
                 f"`states` for layer {layer.name!r} must be a list of {len(sizes)} array(s). "
@@ -314,12 +315,24 @@ def set_states(model: keras.Model, states: Sequence[Sequence[np.ndarray]]) -> No
             variable.assign(array)
 
 
-def _rebuild(
-    model: keras.Model, *, batch_size: int | None, stateful: bool, return_state: bool
-) -> keras.Model:
-    """A copy of a linear recurrent model with new statefulness/state I/O and copied weights."""
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+def split_layers(
+    model: keras.Model,
+) -> tuple[list[keras.layers.RNN], list[keras.layers.Layer]]:
+    """Splits a `build_model`-style model into its recurrent stack and its per-step layers.
+
+    Args:
+        model: a model whose layers are recurrent layers (all `return_sequences=True`)
+            followed by layers applied to every time step (e.g. the `Dense` head).
+
+    Returns:
+        `(recurrent, per_step)`, two lists of layers in order.
+
+    Raises:
+        TypeError: `model` is not a keras.Model.
+        ValueError: any other architecture.
+    """
     recurrent = recurrent_layers(model)
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     n = len(recurrent)
     if n == 0 or layers[:n] != recurrent:
         raise ValueError(
@@ -331,13 +344,21 @@ def _rebuild(
             "`model`'s recurrent layers must all have `return_sequences=True` (one output per "
             "time step), as `build_model` builds them."
         )
+    return recurrent, layers[n:]
+
+
+def _rebuild(
+    model: keras.Model, *, batch_size: int | None, stateful: bool, return_state: bool
+) -> keras.Model:
+    """A copy of a linear recurrent model with new statefulness/state I/O and copied weights."""
+    recurrent, per_step = split_layers(model)
     new_recurrent = [
         type(layer).from_config(
             {**layer.get_config(), "stateful": stateful, "return_state": return_state}
         )
         for layer in recurrent
     ]
-    new_per_step = [type(layer).from_config(layer.get_config()) for layer in layers[n:]]
+    new_per_step = [type(layer).from_config(layer.get_config()) for layer in per_step]
     clone = _assemble(
         new_recurrent,
         new_per_step,
@@ -405,7 +426,7 @@ def zero_states(model: keras.Model, batch_size: int) -> list[np.ndarray]:
     return [
         np.zeros((batch_size, size), np.float32)
         for layer in recurrent_layers(model)
-        for size in _state_sizes(layer)
+        for size in state_sizes(layer)
     ]
 
 

@@ -146,3 +146,42 @@ def plot_forecast(
     ax.grid(True, alpha=0.3)
     ax.legend()
     return ax
+
+
+def plot_gradient_norms(
+    norms: Mapping[str, np.ndarray],
+    *,
+    ax: Axes | None = None,
+    distance: bool = True,
+    title: str | None = "Gradient norm through time",
+) -> Axes:
+    """Plots ||dL/dh_t|| for several models on one log-scale axes.
+
+    Args:
+        norms: `{label: (time,) array}`, e.g. from `gradient_norms_through_time`.
+        ax: axes to draw on; a new figure if None.
+        distance: x axis as the distance `T - 1 - t` to the last step (where the loss of a
+            last-step task sits), so vanishing shows as a falling line; else the step `t`.
+        title: axes title.
+
+    Returns:
+        The matplotlib `Axes`.
+    """
+    if not isinstance(norms, Mapping) or not norms:
+        raise TypeError(
+            f"`norms` must be a non-empty dict {{label: array}}. Received: {describe(norms)}"
+        )
+    ax = _new_axes(ax)
+    for label, values in norms.items():
+        values = as_float_array(values, name=f"norms[{label!r}]", ranks=(1,), allow_nonfinite=True)
+        steps = np.arange(values.shape[0])
+        x = values.shape[0] - 1 - steps if distance else steps
+        ax.plot(x, np.maximum(values, np.finfo(np.float32).tiny), label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("distance to the last step, T - 1 - t (steps)" if distance else "time step t")
+    ax.set_ylabel("||dL/dh_t|| (log scale)")
+    if title:
+        ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    return ax

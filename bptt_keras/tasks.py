@@ -48,3 +48,47 @@ def noisy_sines(
     t = np.arange(length)[None, :]
     clean = np.sin(2 * np.pi * t / period + phase)
     return (clean + noise * rng.standard_normal((n, length)))[..., None].astype(np.float32)
+
+
+def delayed_echo(
+    n: int, length: int, *, lag: int, seed: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A task whose only dependency has a known length: repeat the input `lag` steps later.
+
+        x   x0 x1 x2 x3 x4 x5 ...        (i.i.d. N(0, 1))
+        y    0  0  0 x0 x1 x2 ...        (lag = 3: y_t = x_(t - lag), and 0 for t < lag)
+
+    The best mean squared error is known exactly: 0 for a model that keeps `x_(t-lag)` in its
+    state, and `(length - lag) / length` for one that cannot (its best guess is the mean, 0).
+    Gradient paths must span `lag` steps, so truncated BPTT with a window that is too short
+    cannot learn it — the experiment that shows what truncation costs.
+
+    Args:
+        n: number of sequences.
+        length: steps per sequence, `> lag`.
+        lag: the delay, `>= 1`.
+        seed: NumPy generator seed.
+
+    Returns:
+        `(x, y)`, float32 arrays `(n, length, 1)`.
+    """
+    n = check_int(n, name="n")
+    length = check_int(length, name="length", minimum=2)
+    lag = check_int(lag, name="lag")
+    if lag >= length:
+        raise ValueError(
+            f"`lag` must be smaller than `length`. Received: lag={lag}, length={length}"
+        )
+    x = np.random.default_rng(seed).standard_normal((n, length, 1)).astype(np.float32)
+    y = np.zeros_like(x)
+    y[:, lag:] = x[:, :-lag]
+    return x, y
+
+
+def delayed_echo_losses(length: int, lag: int) -> dict[str, float]:
+    """The exact reference losses of `delayed_echo` (expected MSE over all steps).
+
+    Returns:
+        `{"remembers": 0.0, "forgets": (length - lag) / length}`.
+    """
+    return {"remembers": 0.0, "forgets": (length - lag) / length}

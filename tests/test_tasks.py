@@ -29,3 +29,18 @@ def test_noisy_sines_rejects_bad_arguments():
         noisy_sines(2, 10, noise=-1.0)
     with pytest.raises(ValueError, match="`max_period`"):
         noisy_sines(2, 10, min_period=30, max_period=20)
+
+
+def test_delayed_echo_alignment_and_reference_losses():
+    from bptt_keras.tasks import delayed_echo, delayed_echo_losses
+
+    x, y = delayed_echo(500, 20, lag=4, seed=0)
+    assert x.shape == y.shape == (500, 20, 1)
+    np.testing.assert_array_equal(y[:, 4:], x[:, :-4])
+    np.testing.assert_array_equal(y[:, :4], 0)
+    refs = delayed_echo_losses(20, 4)
+    # Predicting 0 (forgetting) scores the stated loss, up to sampling noise.
+    assert np.mean(y**2) == pytest.approx(refs["forgets"], rel=0.05)
+    assert refs["remembers"] == 0.0
+    with pytest.raises(ValueError, match="`lag`"):
+        delayed_echo(2, 5, lag=5)

@@ -1,0 +1,712 @@
+"""The BPTT engine: exact gradients and training loops over unrolled sequences.
+
+`bptt_gradients` returns the gradient of the loss with the weights as they are, for full BPTT,
+truncated BPTT(k) or TBPTT(k1, k2) (see `bptt_keras.truncation`). `fit` trains with one
+optimizer update per block of `k1` steps, carrying the state from block to block. Both run the
+same compiled block step (`_Engine`), under a `tf.distribute` strategy when one is given.
+
+The loss is a per-step loss reduced over the sequence, as in the source document
+(`loss = sum_t loss_t`), divided by a constant:
+
+    reduction="mean":           L = 1/(B*T*F) * sum_{b,t,f} l(yhat[b,t,f], y[b,t,f])   (Keras' mse)
+    reduction="sum_over_time":  L = 1/(B*F)   * sum_{b,t,f} l(...)                      (= T * mean)
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import warnings
+import weakref
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from bptt_keras._validation import as_float_array, check_choice, check_float, check_int, describe
+from bptt_keras.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from bptt_keras.truncation import check_truncation, cut_state, plan_blocks
+from bptt_keras.unroll import Parts, forward
+
+LOSSES = ("mse", "sparse_categorical_crossentropy")
+"""Per-step losses: squared error, or cross-entropy of integer targets against logits."""
+
+REDUCTIONS = ("mean", "sum_over_time")
+
+
+def value_and_grad(fn, sources):
+    """Evaluates `fn() -> (value, aux)` and the gradient of `value` w.r.t. `sources`.
+
+    This is the package's only `tf.GradientTape`: the engine, the diagnostics and the tests
+    all differentiate through it.
+
+    Args:
+        fn: a function of no arguments returning `(scalar value, auxiliary outputs)`.
+        sources: variables and/or tensors (tensors are watched explicitly).
+
+    Returns:
+        `(value, aux, grads)`, `grads` aligned with `sources` (zeros where unconnected).
+    """
+    with tf.GradientTape() as tape:
+        tape.watch([s for s in sources if isinstance(s, tf.Tensor)])
+        value, aux = fn()
+    grads = tape.gradient(value, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return value, aux, grads
+
+
+def _elements(loss: str, y, yhat):
+    """Per-element losses `(batch, time, F')`: F' = features for mse, 1 for cross-entropy."""
+    if loss == "mse":
+        return tf.square(yhat - tf.cast(y, yhat.dtype))
+    labels = tf.cast(y, tf.int32)
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=yhat)[..., None]
+
+
+def _check_xy(parts: Parts, x, y, loss: str, *, x_name="x", y_name="y"):
+    """Validates `x`, `y` against the model and returns them as arrays (before any tracing)."""
+    x = as_float_array(x, name=x_name, ranks=(3,), dtype=parts.dtype)
+    if x.shape[-1] != parts.input_dim:
+        raise ValueError(
+            f"`{x_name}` has {x.shape[-1]} feature(s) per step but the model expects "
+            f"input_dim={parts.input_dim}. Received shape {x.shape}"
+        )
+    if loss == "mse":
+        y = as_float_array(y, name=y_name, ranks=(3,), dtype=parts.dtype)
+        expected = (*x.shape[:2], parts.output_dim)
+        if y.shape != expected:
+            raise ValueError(
+                f"`{y_name}` must be aligned with `{x_name}` step by step and match the model's "
+                f"output_dim: expected shape {expected}. Received shape {y.shape}"
+            )
+        return x, y
+    y = as_float_array(y, name=y_name, ranks=(2, 3))
+    if y.ndim == 3:
+        if y.shape[-1] != 1:
+            raise ValueError(
+                f"`{y_name}` for sparse categorical cross-entropy holds one class index per "
+                f"step: shape (batch, time) or (batch, time, 1). Received shape {y.shape}"
+            )
+        y = y[..., 0]
+    if y.shape != x.shape[:2]:
+        raise ValueError(
+            f"`{y_name}` must be aligned with `{x_name}`: expected shape {x.shape[:2]}. "
+            f"Received shape {y.shape}"
+        )
+    if np.any(y != np.round(y)) or y.min() < 0 or y.max() >= parts.output_dim:
+        raise ValueError(
+            f"`{y_name}` must hold integer class indices in [0, {parts.output_dim}) "
+            f"(the model's output_dim). Received values in [{y.min()}, {y.max()}]"
+        )
+    return x, y.astype(np.int32)
+
+
+def _normaliser(loss: str, reduction: str, batch: int, steps: int, features: int) -> int:
+    """The constant `N` of `L = sum(elements) / N` for `batch` rows and `steps` loss steps."""
+    per_step = features if loss == "mse" else 1
+    return batch * per_step * (steps if reduction == "mean" else 1)
+
+
+class _Engine:
+    """Compiled block steps for one model (and optimizer, strategy, loss) — see `fit`."""
+
+    def __init__(self, model, *, loss, reduction, strategy=None, optimizer=None, clipnorm=None):
+        self.parts = Parts(model)
+        self.loss, self.reduction = loss, reduction
+        self.distributed = strategy is not None
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.replicas = self.strategy.num_replicas_in_sync
+        self.variables = model.trainable_variables
+        self.optimizer, self.clipnorm = optimizer, clipnorm
+        # reduce_retracing: block lengths differ at the sequence edges; one generic trace
+        # serves them all instead of one trace per shape.
+        self.grad_fn = tf.function(self._grad_step, reduce_retracing=True)
+        self.train_fn = tf.function(self._train_step, reduce_retracing=True)
+        self.eval_fn = tf.function(self._eval_step, reduce_retracing=True)
+
+    # -- data placement ---------------------------------------------------------------
+    def distribute(self, array: np.ndarray):
+        """Splits a global batch along rows, one equal share per replica."""
+        if not self.distributed:
+            return tf.convert_to_tensor(array)
+        share = array.shape[0] // self.replicas
+
+        def part(context):
+            i = context.replica_id_in_sync_group
+            return tf.convert_to_tensor(array[i * share : (i + 1) * share])
+
+        return self.strategy.experimental_distribute_values_from_function(part)
+
+    def zero_states(self, batch: int):
+        if not self.distributed:
+            return self.parts.zero_states(batch)
+        share = batch // self.replicas
+        return self.strategy.experimental_distribute_values_from_function(
+            lambda context: self.parts.zero_states(share)
+        )
+
+    def _first(self, value):
+        return self.strategy.experimental_local_results(value)[0]
+
+    # -- compiled steps ---------------------------------------------------------------
+    def _replica_block(self, x, y, states, start, loss_start, end, capture, norm):
+        """Loss sum and gradients of one block on one replica, summed over replicas."""
+        dtype = self.parts.dtype
+
+        def loss_fn():
+            yhat, finals, captured = forward(
+                self.parts,
+                tf.cast(x[:, start:end], dtype),
+                cut_state(states),
+                capture_at=capture,
+                training=True,
+            )
+            total = tf.reduce_sum(
+                _elements(self.loss, y[:, loss_start:end], yhat[:, loss_start - start :])
+            )
+            return total / tf.cast(norm, dtype), (total, finals, captured)
+
+        _, (total, finals, captured), grads = value_and_grad(loss_fn, self.variables)
+        context = tf.distribute.get_replica_context()
+        grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        total = context.all_reduce(tf.distribute.ReduceOp.SUM, total)
+        return total, grads, finals, captured
+
+    def _grad_step(self, x, y, states, start, loss_start, end, capture, norm):
+        total, grads, _, captured = self.strategy.run(
+            self._replica_block, args=(x, y, states, start, loss_start, end, capture, norm)
+        )
+        return self._first(total), [self._first(g) for g in grads], captured
+
+    def _train_step(self, x, y, states, start, loss_start, end, capture, norm):
+        def replica(x, y, states):
+            total, grads, finals, captured = self._replica_block(
+                x, y, states, start, loss_start, end, capture, norm
+            )
+            grad_norm = tf.linalg.global_norm(grads)
+            finite = tf.math.is_finite(grad_norm) & tf.math.is_finite(total)
+            if self.clipnorm is not None:
+                # Pascanu, Mikolov & Bengio 2013: rescale the whole gradient when its global
+                # norm exceeds the threshold, keeping its direction.
+                grads, _ = tf.clip_by_global_norm(grads, self.clipnorm, use_norm=grad_norm)
+            # The optimizer sums gradients over replicas once more; these are already the
+            # global sum, so each replica hands in its 1/replicas share.
+            grads = [g / self.replicas for g in grads]
+            return total, grad_norm, finite, grads, finals, captured
+
+        total, grad_norm, finite, grads, finals, captured = self.strategy.run(
+            replica, args=(x, y, states)
+        )
+        finite = self._first(finite)
+
+        def apply():
+            self.strategy.run(
+                lambda g: self.optimizer.apply_gradients(zip(g, self.variables, strict=True)),
+                args=(grads,),
+            )
+            return tf.constant(True)
+
+        # The update is skipped, not undone, when the loss or gradient is not finite: the
+        # weights and optimizer state stay those of the last finite step. The cond sits in
+        # cross-replica context because apply_gradients merges across replicas.
+        tf.cond(finite, apply, lambda: tf.constant(False))
+        return self._first(total), self._first(grad_norm), finite, finals, captured
+
+    def _eval_step(self, x, y, states):
+        def replica(x, y, states):
+            yhat, finals, _ = forward(self.parts, tf.cast(x, self.parts.dtype), states)
+            total = tf.reduce_sum(_elements(self.loss, y, yhat))
+            context = tf.distribute.get_replica_context()
+            return context.all_reduce(tf.distribute.ReduceOp.SUM, total), finals
+
+        total, finals = self.strategy.run(replica, args=(x, y, states))
+        return self._first(total), finals
+
+
+_GRAD_ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _scalars(block):
+    return [
+        tf.constant(v, tf.int32)
+        for v in (block.start, block.loss_start, block.end, block.next_start - block.start)
+    ]
+
+
+def bptt_gradients(
+    model: keras.Model,
+    x,
+    y,
+    *,
+    k1: int | None = None,
+    k2: int | None = None,
+    loss: str = "mse",
+    reduction: str = "mean",
+    strategy: tf.distribute.Strategy | None = None,
+) -> tuple[float, list[np.ndarray]]:
+    """The loss and its (truncated) BPTT gradient at the model's current weights.
+
+    Args:
+        model: a `build_model` model (recurrent stack + per-step head).
+        x: `(batch, time, input_dim)` inputs.
+        y: `(batch, time, output_dim)` targets for `loss="mse"`; `(batch, time)` integer
+            classes for `"sparse_categorical_crossentropy"` (the head's outputs are logits).
+        k1: None for full BPTT; else the block length of truncated BPTT.
+        k2: steps each block back-propagates through (default `k1`); `k1 <= k2 <= time`.
+        loss: `"mse"` or `"sparse_categorical_crossentropy"`.
+        reduction: `"mean"` (over batch, time and features: Keras' `mse`) or
+            `"sum_over_time"` (the document's sum over steps, averaged over batch/features).
+        strategy: optional `tf.distribute.Strategy` whose scope the model was built in.
+
+    Returns:
+        `(loss, grads)`: the loss `L` (a float; truncation changes gradients, not the loss)
+        and a list of arrays aligned with `model.trainable_variables`. With `k1 = k2 = k`,
+        the gradient of each chunk `[0, k), [k, 2k), ...` stops at the chunk start; with
+        `k1 < k2`, each block's loss reaches back `k2 - k1` steps before the block (see
+        `bptt_keras.truncation`). The sum over blocks is normalised like `L`.
+
+    Raises:
+        ValueError / TypeError: bad shapes, `y` not aligned with `x`, bad `k1`/`k2`, before
+            any TensorFlow tracing.
+
+    Example:
+
+    >>> loss, grads = bptt_gradients(model, x, y)            # full BPTT
+    >>> loss, tbptt = bptt_gradients(model, x, y, k1=5, k2=20)
+    """
+    check_choice(loss, name="loss", choices=LOSSES)
+    check_choice(reduction, name="reduction", choices=REDUCTIONS)
+    parts = Parts(model)
+    x, y = _check_xy(parts, x, y, loss)
+    batch, steps = x.shape[:2]
+    k1, k2 = check_truncation(k1, k2, steps)
+    _check_strategy(strategy, model, batch, name="x.shape[0]")
+    key = (loss, reduction, id(strategy))
+    engines = _GRAD_ENGINES.setdefault(model, {})
+    if key not in engines:
+        engines[key] = _Engine(model, loss=loss, reduction=reduction, strategy=strategy)
+    engine = engines[key]
+    features = y.shape[-1] if loss == "mse" else 1
+    norm = tf.constant(_normaliser(loss, reduction, batch, steps, features), tf.float32)
+    xs, ys, states = engine.distribute(x), engine.distribute(y), engine.zero_states(batch)
+    total, grads = 0.0, None
+    for block in plan_blocks(steps, k1, k2):
+        block_total, block_grads, states = engine.grad_fn(xs, ys, states, *_scalars(block), norm)
+        total += float(block_total)
+        block_grads = [g.numpy() for g in block_grads]
+        grads = (
+            block_grads
+            if grads is None
+            else [a + b for a, b in zip(grads, block_grads, strict=True)]
+        )
+    return total / float(norm), grads
+
+
+def _check_strategy(strategy, model, batch: int, *, name: str) -> None:
+    if strategy is None:
+        return
+    if not isinstance(strategy, tf.distribute.Strategy):
+        raise TypeError(
+            f"`strategy` must be a tf.distribute.Strategy or None. Received: {describe(strategy)}"
+        )
+    replicas = strategy.num_replicas_in_sync
+    if batch % replicas:
+        raise ValueError(
+            f"The global batch ({name}={batch}) must split evenly over the strategy's "
+            f"{replicas} replicas. Use a multiple of {replicas}."
+        )
+    outside = [
+        v.path
+        for v in model.variables
+        if not strategy.extended.variable_created_in_scope(getattr(v, "value", v))
+    ]
+    if outside:
+        raise ValueError(
+            "The model's variables must be created under the strategy: build the model inside "
+            f"`with strategy.scope():`. Variables created outside: {outside[:3]}"
+        )
+
+
+class _Interrupt:
+    """Turns SIGINT (Ctrl-C) into a flag checked between batches, so a checkpoint can be
+    written at a clean batch boundary before training stops."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def fit(
+    model: keras.Model,
+    x,
+    y,
+    *,
+    epochs: int = 1,
+    batch_size: int = 32,
+    k1: int | None = None,
+    k2: int | None = None,
+    optimizer: keras.optimizers.Optimizer | None = None,
+    clipnorm: float | None = None,
+    loss: str = "mse",
+    reduction: str = "mean",
+    validation_data: tuple | None = None,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+    shuffle: bool = True,
+    seed: int | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    strategy: tf.distribute.Strategy | None = None,
+    verbose: int = 1,
+) -> keras.callbacks.History:
+    """Trains `model` with full or truncated BPTT in a custom `GradientTape` loop.
+
+    Each batch of independent sequences starts from a zero state. Full BPTT makes one update
+    per batch; TBPTT(k1, k2) makes one update per block of `k1` steps, carrying the state from
+    block to block (see `bptt_keras.truncation`). A *stateful* model (built with
+    `stateful=True, batch_size=B`) instead carries the state from batch to batch, as for the
+    streams layout of `stream_batches` (then `shuffle` must be False and `batch_size` must be
+    the model's `B`); the state is reset at every epoch start.
+
+    Args:
+        model: a `build_model` model (built inside `strategy.scope()` if `strategy`).
+        x: `(n, time, input_dim)` inputs.
+        y: targets aligned with `x` (see `bptt_gradients`).
+        epochs: passes over the data.
+        batch_size: global batch size (split over replicas under a strategy).
+        k1, k2: truncation; None for full BPTT. `1 <= k1 <= k2 <= time`.
+        optimizer: a Keras optimizer; default `Adam(learning_rate=1e-3)`.
+        clipnorm: clip the global gradient norm to this value (Pascanu et al. 2013).
+        loss, reduction: see `bptt_gradients`.
+        validation_data: optional `(x_val, y_val)`, scored with full forward passes.
+        callbacks: Keras callbacks (`EarlyStopping`, `CSVLogger`, `TerminateOnNaN`,
+            `ModelCheckpoint`, `TensorBoard`, ...); their hooks receive `logs`.
+        shuffle: reshuffle sequences every epoch (order from `seed` and the epoch number, so
+            a resumed run sees the same order).
+        seed: seed of the shuffling; drawn at random (and checkpointed) if None.
+        checkpoint_dir: directory for crash-safe checkpoints (weights, optimizer state,
+            position, history, seed); written at every epoch end and every
+            `checkpoint_every` batches.
+        checkpoint_every: batches between checkpoints (None: epoch ends only).
+        resume: continue from the newest checkpoint in `checkpoint_dir` if there is one.
+        strategy: a `tf.distribute.Strategy` (e.g. `MirroredStrategy`).
+        verbose: 0 silent, 1 progress bar, 2 one line per epoch.
+
+    Returns:
+        A `keras.callbacks.History`: `history.history["loss"]`, `["grad_norm"]` (mean global
+        gradient norm before clipping), `["val_loss"]`. If a loss or gradient turns NaN/inf,
+        training stops with a warning naming the epoch and step, the weights stay those of
+        the last finite update, and `history.nonfinite` holds `{"epoch", "step"}`.
+        `history.trace_count` is how often the training step was traced.
+
+    Raises:
+        ValueError / TypeError: bad arguments, before any TensorFlow tracing.
+        KeyboardInterrupt: after Ctrl-C, once a checkpoint of the last complete batch is
+            written (when `checkpoint_dir` is set).
+        CheckpointError: `resume=True` with a corrupt checkpoint or one from another setup.
+
+    Example:
+
+    >>> history = fit(model, x, y, epochs=10, k1=20, k2=40, clipnorm=1.0)
+    >>> bptt_keras.plot_loss_curves(history)
+    """
+    # ---- validation: everything is checked before anything is traced -------------------
+    check_choice(loss, name="loss", choices=LOSSES)
+    check_choice(reduction, name="reduction", choices=REDUCTIONS)
+    parts = Parts(model)
+    x, y = _check_xy(parts, x, y, loss)
+    n, steps = x.shape[:2]
+    k1, k2 = check_truncation(k1, k2, steps)
+    epochs = check_int(epochs, name="epochs")
+    batch_size = check_int(batch_size, name="batch_size")
+    if clipnorm is not None:
+        clipnorm = check_float(clipnorm, name="clipnorm", low=0.0, low_inclusive=False)
+    if checkpoint_every is not None:
+        checkpoint_every = check_int(checkpoint_every, name="checkpoint_every")
+    if resume and checkpoint_dir is None:
+        raise ValueError("`resume=True` needs `checkpoint_dir` (where to find checkpoints).")
+    if seed is not None:
+        seed = check_int(seed, name="seed", minimum=0)
+    if optimizer is not None and not isinstance(optimizer, keras.optimizers.Optimizer):
+        raise TypeError(f"`optimizer` must be a Keras optimizer. Received: {describe(optimizer)}")
+    stateful = any(layer.stateful for layer in parts.recurrent)
+    if stateful:
+        model_batch = model.inputs[0].shape[0]
+        if batch_size != model_batch:
+            raise ValueError(
+                f"`batch_size`={batch_size} must equal the stateful model's fixed batch size "
+                f"{model_batch}: row i of each batch continues row i of the previous one."
+            )
+        if n % batch_size:
+            raise ValueError(
+                f"A stateful model needs whole batches: x.shape[0]={n} is not a multiple of "
+                f"batch_size={batch_size} (use `stream_batches` to lay out a series)."
+            )
+        if shuffle:
+            raise ValueError(
+                "`shuffle=True` would break the row continuity a stateful model relies on; "
+                "pass `shuffle=False`."
+            )
+        if strategy is not None:
+            raise ValueError("Stateful models are not supported with `strategy=` yet.")
+    _check_strategy(strategy, model, batch_size, name="batch_size")
+    if n < batch_size and strategy is not None:
+        raise ValueError(
+            f"x has {n} sequences, fewer than one global batch of {batch_size}: under a "
+            "strategy a partial batch cannot be split over replicas."
+        )
+    if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise TypeError(
+                f"`validation_data` must be a pair (x_val, y_val). "
+                f"Received: {describe(validation_data)}"
+            )
+        x_val, y_val = _check_xy(
+            parts, *validation_data, loss, x_name="validation_data[0]", y_name="validation_data[1]"
+        )
+
+    # ---- set-up --------------------------------------------------------------------------
+    scope = strategy.scope() if strategy is not None else _null_scope()
+    with scope:
+        if optimizer is None:
+            optimizer = keras.optimizers.Adam(learning_rate=1e-3)
+        if not optimizer.built:
+            optimizer.build(model.trainable_variables)
+    # Callbacks (TensorBoard, ReduceLROnPlateau, ...) find the optimizer where Keras' own
+    # fit puts it.
+    model.optimizer = optimizer
+    engine = _Engine(
+        model,
+        loss=loss,
+        reduction=reduction,
+        strategy=strategy,
+        optimizer=optimizer,
+        clipnorm=clipnorm,
+    )
+    blocks = plan_blocks(steps, k1, k2)
+    block_scalars = [_scalars(b) for b in blocks]
+    features = y.shape[-1] if loss == "mse" else 1
+    # Reported losses are L as defined by `reduction`: the per-element mean, times T for
+    # "sum_over_time".
+    scale = float(steps) if reduction == "sum_over_time" else 1.0
+    # Under a strategy a last partial batch could not be split evenly: it is dropped.
+    steps_per_epoch = n // batch_size if strategy is not None else math.ceil(n / batch_size)
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % (2**31))
+    fingerprint = {
+        "n": int(n),
+        "time": int(steps),
+        "batch_size": batch_size,
+        "k1": k1,
+        "k2": k2,
+        "loss": loss,
+        "reduction": reduction,
+        "weights": [list(w.shape) for w in model.get_weights()],
+    }
+
+    history = keras.callbacks.History()
+    callback_list = keras.callbacks.CallbackList(
+        [*(callbacks or []), history],
+        add_progbar=verbose != 0,
+        model=model,
+        verbose=verbose,
+        epochs=epochs,
+        steps=steps_per_epoch,
+    )
+    start_epoch, start_step, batches_done = 0, 0, 0
+    accum = {"loss_sum": 0.0, "count": 0, "grad_norm_sum": 0.0, "updates": 0}
+    carried = None
+    restored_history: dict = {}
+    if resume:
+        path = latest_checkpoint(checkpoint_dir)
+        if path is not None:
+            ckpt = load_checkpoint(path)
+            meta = ckpt["meta"]
+            if meta.get("fingerprint") != fingerprint:
+                raise CheckpointError(
+                    f"Checkpoint {str(path)!r} was written by a run with other data or settings "
+                    f"({meta.get('fingerprint')}); this run has {fingerprint}."
+                )
+            model.set_weights(ckpt["weights"])
+            if len(ckpt["optimizer_variables"]) != len(optimizer.variables):
+                raise CheckpointError(
+                    f"Checkpoint {str(path)!r} holds {len(ckpt['optimizer_variables'])} "
+                    f"optimizer variables; this optimizer has {len(optimizer.variables)}."
+                )
+            for variable, value in zip(
+                optimizer.variables, ckpt["optimizer_variables"], strict=True
+            ):
+                variable.assign(value)
+            start_epoch, start_step = meta["epoch"], meta["step"]
+            batches_done, seed = meta["batches_done"], meta["seed"]
+            accum, restored_history = meta["accum"], meta["history"]
+            if ckpt["states"]:
+                it = iter(ckpt["states"])
+                carried = [[tf.constant(next(it)) for _ in sizes] for sizes in parts.sizes]
+
+    def checkpoint(epoch, step, states):
+        flat = [s.numpy() for layer in (states or []) for s in layer] if stateful else []
+        meta = {
+            "epoch": epoch,
+            "step": step,
+            "batches_done": batches_done,
+            "seed": seed,
+            "accum": accum,
+            "history": history.history,
+            "fingerprint": fingerprint,
+        }
+        save_checkpoint(
+            checkpoint_dir,
+            index=batches_done,
+            weights=model.get_weights(),
+            optimizer_variables=[np.asarray(v.numpy()) for v in optimizer.variables],
+            states=flat,
+            meta=meta,
+        )
+
+    # ---- the loop -------------------------------------------------------------------------
+    model.stop_training = False
+    history.nonfinite = None
+    callback_list.on_train_begin()
+    history.history = {k: list(v) for k, v in restored_history.items()}
+    history.epoch = list(range(start_epoch))
+    logs: dict = {}
+    with _Interrupt() as interrupt:
+        for epoch in range(start_epoch, epochs):
+            callback_list.on_epoch_begin(epoch)
+            order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+            first = start_step if epoch == start_epoch else 0
+            if epoch != start_epoch:
+                accum = {"loss_sum": 0.0, "count": 0, "grad_norm_sum": 0.0, "updates": 0}
+            if not (stateful and epoch == start_epoch and carried is not None):
+                carried = parts.zero_states(batch_size) if stateful else None
+            for step in range(first, steps_per_epoch):
+                callback_list.on_train_batch_begin(step)
+                rows = order[step * batch_size : (step + 1) * batch_size]
+                xb, yb = engine.distribute(x[rows]), engine.distribute(y[rows])
+                states = carried if stateful else engine.zero_states(len(rows))
+                for block, scalars in zip(blocks, block_scalars, strict=True):
+                    norm = tf.constant(
+                        _normaliser(
+                            loss, reduction, len(rows), block.end - block.loss_start, features
+                        ),
+                        tf.float32,
+                    )
+                    total, grad_norm, finite, finals, states = engine.train_fn(
+                        xb, yb, states, *scalars, norm
+                    )
+                    if not bool(finite):
+                        history.nonfinite = {"epoch": epoch + 1, "step": step + 1}
+                        warnings.warn(
+                            f"Non-finite loss or gradient at epoch {epoch + 1}, step "
+                            f"{step + 1} (block {block.loss_start}-{block.end}): training "
+                            "stopped; the model keeps the weights of the last finite update.",
+                            RuntimeWarning,
+                            stacklevel=2,
+                        )
+                        return _finish(callback_list, logs, history, engine)
+                    accum["loss_sum"] += float(total)
+                    accum["count"] += _normaliser(
+                        "mse", "mean", len(rows), block.end - block.loss_start, features
+                    )
+                    accum["grad_norm_sum"] += float(grad_norm)
+                    accum["updates"] += 1
+                if stateful:
+                    carried = finals
+                batches_done += 1
+                logs = {"loss": scale * accum["loss_sum"] / accum["count"]}
+                callback_list.on_train_batch_end(step, logs)
+                if step + 1 < steps_per_epoch:  # the epoch's end writes its own checkpoint
+                    if checkpoint_dir is not None and (
+                        interrupt.requested
+                        or (checkpoint_every and batches_done % checkpoint_every == 0)
+                    ):
+                        checkpoint(epoch, step + 1, carried)
+                    if interrupt.requested:
+                        _stop_interrupted(callback_list, logs, epoch, step, checkpoint_dir)
+                if model.stop_training:
+                    break
+            logs = {
+                "loss": scale * accum["loss_sum"] / max(accum["count"], 1),
+                "grad_norm": accum["grad_norm_sum"] / max(accum["updates"], 1),
+            }
+            if validation_data is not None:
+                logs["val_loss"] = scale * _evaluate(
+                    engine, x_val, y_val, batch_size, loss, stateful
+                )
+            callback_list.on_epoch_end(epoch, logs)
+            if checkpoint_dir is not None:
+                checkpoint(epoch + 1, 0, carried)
+            if interrupt.requested:
+                _stop_interrupted(callback_list, logs, epoch, steps_per_epoch - 1, checkpoint_dir)
+            if model.stop_training:
+                break
+    return _finish(callback_list, logs, history, engine)
+
+
+def _finish(callback_list, logs, history, engine):
+    # How many times the training step was traced: a small constant, whatever the number of
+    # batches and blocks (exposed for tests and for users chasing slow first epochs).
+    history.trace_count = engine.train_fn.experimental_get_tracing_count()
+    callback_list.on_train_end(logs)
+    return history
+
+
+def _stop_interrupted(callback_list, logs, epoch, step, checkpoint_dir):
+    callback_list.on_train_end(logs)
+    where = f" Checkpoint written to {str(checkpoint_dir)!r}." if checkpoint_dir else ""
+    raise KeyboardInterrupt(f"Training interrupted at epoch {epoch + 1}, step {step + 1}.{where}")
+
+
+def _evaluate(engine, x, y, batch_size, loss, stateful) -> float:
+    """Mean per-element validation loss with full forward passes."""
+    parts, n = engine.parts, x.shape[0]
+    features = y.shape[-1] if loss == "mse" else 1
+    total, count = 0.0, 0
+    states = parts.zero_states(batch_size) if stateful else None
+    step = batch_size
+    if engine.replicas > 1:
+        n -= n % engine.replicas
+        step -= step % engine.replicas
+    for i in range(0, n, step):
+        rows = slice(i, min(i + step, n))
+        size = rows.stop - rows.start
+        if engine.replicas > 1 and size % engine.replicas:
+            break
+        if stateful and size != batch_size:
+            break
+        start = states if stateful else engine.zero_states(size)
+        batch_total, finals = engine.eval_fn(
+            engine.distribute(x[rows]), engine.distribute(y[rows]), start
+        )
+        states = finals if stateful else None
+        total += float(batch_total)
+        count += _normaliser("mse", "mean", size, x.shape[1], features)
+    return total / max(count, 1)
+
+
+class _null_scope:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

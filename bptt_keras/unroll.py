@@ -1,0 +1,119 @@
+"""The loop over time: a model's recurrent layers unrolled with explicit state.
+
+The time-step math stays in Keras' own cells (`layer.cell`, with the model's weights); this
+module owns only the loop, so that the engine can start a chunk from any state, hand on the
+state at any step, and (for diagnostics) watch the state of every step on the tape.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from bptt_keras.models import split_layers, state_sizes
+
+
+class Parts:
+    """The recurrent stack and per-step head of a `build_model`-style model.
+
+    Args:
+        model: the model; its layers (and so its weights) are used, not copied.
+
+    Raises:
+        ValueError: an architecture the engine cannot unroll (see `split_layers`), or
+            recurrent layers with dropout or `go_backwards`.
+    """
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+        self.recurrent, self.per_step = split_layers(model)
+        for layer in self.recurrent:
+            if getattr(layer.cell, "dropout", 0) or getattr(layer.cell, "recurrent_dropout", 0):
+                raise ValueError(
+                    f"Layer {layer.name!r} uses dropout, which the BPTT engine does not "
+                    "implement; build the model without dropout."
+                )
+            if layer.go_backwards:
+                raise ValueError(f"Layer {layer.name!r} has go_backwards=True; not supported.")
+        self.sizes = [state_sizes(layer) for layer in self.recurrent]
+        self.input_dim = int(model.inputs[0].shape[-1])
+        self.output_dim = int(model.outputs[0].shape[-1])
+        self.dtype = self.recurrent[0].compute_dtype
+
+    def zero_states(self, batch) -> list[list[tf.Tensor]]:
+        """Zero states, one list per recurrent layer of `(batch, size)` tensors."""
+        return [[tf.zeros((batch, size), self.dtype) for size in sizes] for sizes in self.sizes]
+
+
+def run_layer(layer, x, states, *, capture_at=None, probe=None, training=False):
+    """Runs one recurrent layer over a chunk, step by step, from the given state.
+
+    Args:
+        layer: a built Keras RNN layer (its `cell` computes one step).
+        x: `(batch, time, features)` inputs; `time` may be 0.
+        states: list of `(batch, size)` initial states.
+        capture_at: int32 scalar `c` in `[0, time]`: also return the state after `c` steps
+            (the state entering step `c`); default `time` (the final state).
+        probe: optional `(time, batch, units)` tensor added to the hidden state of every step.
+            It is zero in value; the gradient with respect to it is the total derivative
+            dL/dh_t through all later steps, which the layer's outputs alone do not give.
+        training: passed to the cell.
+
+    Returns:
+        `(outputs, final_states, captured_states)`: outputs `(batch, time, units)`.
+    """
+    xs = tf.transpose(x, [1, 0, 2])  # (time, batch, features): the loop walks the first axis
+    steps = tf.shape(xs)[0]
+    capture_at = steps if capture_at is None else tf.cast(capture_at, tf.int32)
+    outputs = tf.TensorArray(
+        x.dtype, size=steps, element_shape=tf.TensorShape([None, layer.cell.units])
+    )
+
+    def body(t, states, captured, outputs):
+        out, new = layer.cell(xs[t], states, training=training)
+        new = list(new) if isinstance(new, (list, tuple)) else [new]
+        if probe is not None:
+            out = new[0] + probe[t]  # h_t is both the output and the first state
+            new = [out, *new[1:]]
+        captured = [tf.where(t + 1 == capture_at, n, c) for n, c in zip(new, captured, strict=True)]
+        return t + 1, new, captured, outputs.write(t, out)
+
+    states = list(states)
+    _, final, captured, outputs = tf.while_loop(
+        lambda t, *_: t < steps, body, (tf.constant(0), states, states, outputs)
+    )
+    return tf.transpose(outputs.stack(), [1, 0, 2]), final, captured
+
+
+def forward(
+    parts: Parts, x, states, *, capture_at=None, probe_layer=None, probe=None, training=False
+):
+    """The model's forward pass over one chunk with explicit states.
+
+    Args:
+        parts: the model's `Parts`.
+        x: `(batch, time, input_dim)`.
+        states: one list of `(batch, size)` tensors per recurrent layer.
+        capture_at: step whose entering state is also returned (see `run_layer`).
+        probe_layer: index of the recurrent layer that gets `probe`.
+        probe: see `run_layer`.
+        training: passed to the layers.
+
+    Returns:
+        `(y, final_states, captured_states)`, `y` of shape `(batch, time, output_dim)`.
+    """
+    h, finals, captured = x, [], []
+    for i, (layer, layer_states) in enumerate(zip(parts.recurrent, states, strict=True)):
+        h, final, capt = run_layer(
+            layer,
+            h,
+            layer_states,
+            capture_at=capture_at,
+            probe=probe if i == probe_layer else None,
+            training=training,
+        )
+        finals.append(final)
+        captured.append(capt)
+    for layer in parts.per_step:
+        h = layer(h, training=training)
+    return h, finals, captured
