@@ -52,11 +52,13 @@ from bptt_keras.models import (
     with_explicit_state,
     zero_states,
 )
+from bptt_keras.oracle import numpy_bptt
 from bptt_keras.plotting import plot_forecast, plot_gradient_norms, plot_loss_curves
 from bptt_keras.run import train
 from bptt_keras.truncation import plan_blocks
 
 __all__ = [
+    "numpy_bptt",
     "CheckpointError",
     "RecurrentSpectrum",
     "bptt_gradients",

@@ -595,7 +595,7 @@ def fit(
             callback_list.on_epoch_begin(epoch)
             order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
             first = start_step if epoch == start_epoch else 0
-            if epoch != start_epoch:
+            if first == 0:  # a fresh epoch (a resumed mid-epoch run keeps its sums)
                 accum = {"loss_sum": 0.0, "count": 0, "grad_norm_sum": 0.0, "updates": 0}
             if not (stateful and epoch == start_epoch and carried is not None):
                 carried = parts.zero_states(batch_size) if stateful else None

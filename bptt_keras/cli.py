@@ -3,6 +3,7 @@
     bptt-keras train                     # default model on the shipped sunspot series
     bptt-keras train --cell lstm --epochs 100 --out runs/lstm
     bptt-keras train --csv my.csv --column value --window 48
+    bptt-keras train --k1 5 --k2 10 --clipnorm 1.0 --checkpoint-dir ck   # truncated BPTT
 
 Bad options and bad data end with a one-line `bptt-keras: error: ...` and exit status 2,
 before anything is written.
@@ -43,7 +44,24 @@ _HELP = {
     "val_fraction": "share of the series used for validation (after the training part)",
     "test_fraction": "final share of the series held out and forecast",
     "seed": "random seed (weights, shuffling)",
+    "k1": "truncated BPTT: steps per block, one update per block; omit for full BPTT",
+    "k2": "truncated BPTT: steps each block back-propagates through; omit for k2 = k1",
+    "clipnorm": "clip the global gradient norm to this (Pascanu et al. 2013); omit: no clipping",
+    "checkpoint_dir": "write crash-safe checkpoints here (every epoch); omit: none",
+    "resume": "continue from the newest checkpoint in --checkpoint-dir",
 }
+
+# Option types for fields whose default (None) does not tell.
+_TYPES = {"k1": int, "k2": int, "clipnorm": float}
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except the empty ones (None, False) whose help says what they mean."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,24 +77,22 @@ def _parser() -> argparse.ArgumentParser:
         help="train a next-step model on a series and forecast its held-out end",
         description="Train a recurrent next-step model on one series (default: yearly "
         "sunspots), forecast the held-out final part, and write a run directory with "
-        "model.keras, history.csv/json, metrics.json, config.json, loss_curve.png and "
-        "forecast.png.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "model.keras, history.csv/json (loss, val_loss, grad_norm per epoch), metrics.json, "
+        "config.json, loss_curve.png, forecast.png and gradient_norms.png/.csv.",
+        formatter_class=_Formatter,
     )
     for f in fields(TrainConfig):
         default = getattr(_DEFAULTS, f.name)
-        kind = {int: int, float: float}.get(type(default), str)
-        train.add_argument(
-            f"--{f.name.replace('_', '-')}",
-            dest=f.name,
-            type=kind,
-            default=default,
-            help=_HELP[f.name],
-        )
+        option = f"--{f.name.replace('_', '-')}"
+        if isinstance(default, bool):
+            train.add_argument(option, dest=f.name, action="store_true", help=_HELP[f.name])
+            continue
+        kind = _TYPES.get(f.name) or {int: int, float: float}.get(type(default), str)
+        train.add_argument(option, dest=f.name, type=kind, default=default, help=_HELP[f.name])
     train.add_argument(
         "--out",
         default=None,
-        help="run directory to create (must not exist) [default: runs/train-<cell>-<time>]",
+        help="run directory to create (must not exist); omitted: runs/train-<cell>-<time>",
     )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -105,7 +121,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
         return _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
     except KeyboardInterrupt:
-        return _fail("interrupted; nothing was written.")
+        saved = (
+            f" The last complete batch is checkpointed in {config.checkpoint_dir!r}; rerun with "
+            "--resume to continue."
+            if config.checkpoint_dir
+            else ""
+        )
+        print(f"bptt-keras: interrupted; no run directory was written.{saved}", file=sys.stderr)
+        return 130
     m = result.metrics
     print(
         f"test RMSE (original units): one-step {m['one_step_rmse']:.4g}, "

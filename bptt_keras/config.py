@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from bptt_keras._validation import check_choice, check_float, check_int
 from bptt_keras.datasets import SERIES
 from bptt_keras.models import CELLS, INITS
+from bptt_keras.truncation import check_truncation
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,11 @@ class TrainConfig:
         val_fraction: share of the series (after train) used for validation.
         test_fraction: final share of the series held out for the forecast test.
         seed: seeds weights, shuffling and every random op.
+        k1: truncated BPTT block length (None: full BPTT over each window); `<= window`.
+        k2: steps each block back-propagates through (default `k1`); `k1 <= k2 <= window`.
+        clipnorm: clip the global gradient norm to this value (None: no clipping).
+        checkpoint_dir: directory for crash-safe checkpoints (None: none).
+        resume: continue from the newest checkpoint in `checkpoint_dir`.
     """
 
     dataset: str = "sunspots"
@@ -52,6 +58,11 @@ class TrainConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     seed: int = 0
+    k1: int | None = None
+    k2: int | None = None
+    clipnorm: float | None = None
+    checkpoint_dir: str | None = None
+    resume: bool = False
 
     def validate(self) -> TrainConfig:
         """Checks every field; returns `self` so it can be chained.
@@ -75,6 +86,11 @@ class TrainConfig:
         check_float(self.learning_rate, name="learning_rate", low=0.0, low_inclusive=False)
         for field in ("val_fraction", "test_fraction"):
             check_float(getattr(self, field), name=field, low=0.0, high=1.0, high_inclusive=False)
+        check_truncation(self.k1, self.k2, self.window)
+        if self.clipnorm is not None:
+            check_float(self.clipnorm, name="clipnorm", low=0.0, low_inclusive=False)
+        if self.resume and self.checkpoint_dir is None:
+            raise ValueError("`resume` needs `checkpoint_dir` (where the checkpoints are).")
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ValueError(
                 "`val_fraction + test_fraction` must be < 1 to leave training data. Received: "

@@ -3,7 +3,8 @@
 `bptt-keras train` and the notebooks call `train(config, out_dir=...)`. Data flow:
 
     series -> split by time (train | val | test) -> scaler fitted on train
-           -> windows of window+1 steps inside each split -> next_step_pairs -> fit
+           -> windows of window+1 steps inside each split -> next_step_pairs
+           -> bptt_keras.fit (full or truncated BPTT, clipping, checkpoints)
            -> one-step and closed-loop forecasts of the test segment, in original units
 """
 
@@ -19,9 +20,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from bptt_keras.bptt import fit
 from bptt_keras.config import TrainConfig
 from bptt_keras.data import Scaler, fit_scaler, next_step_pairs, sliding_windows, split_by_time
 from bptt_keras.datasets import load_csv_series, load_series
+from bptt_keras.diagnostics import gradient_norms_through_time
 from bptt_keras.forecast import forecast, predict_next
 from bptt_keras.models import build_model
 
@@ -60,6 +63,8 @@ class RunResult:
             closed-loop forecast and the persistence baseline.
         predictions: `{"one-step": (time, values), "closed loop": (time, values)}`.
         data: the `PreparedData` used.
+        gradient_norms: `(window,)` norms of dL/dh_t of the trained model on up to 64
+            training windows (`gradient_norms_through_time`).
         files: paths written, by name (empty when no `out_dir`).
     """
 
@@ -68,6 +73,7 @@ class RunResult:
     metrics: dict[str, float]
     predictions: dict[str, tuple[np.ndarray, np.ndarray]]
     data: PreparedData
+    gradient_norms: np.ndarray
     files: dict[str, Path] = field(default_factory=dict)
 
 
@@ -151,8 +157,9 @@ def train(config: TrainConfig, *, out_dir: str | os.PathLike | None = None, verb
         config: the run's `TrainConfig`.
         out_dir: if given, a directory to create with the run's files (`model.keras`,
             `history.csv`, `history.json`, `metrics.json`, `config.json`, `loss_curve.png`,
-            `forecast.png`). It must not exist yet; files are written to a temporary sibling
-            that is renamed at the end, so a failed run leaves nothing partial.
+            `forecast.png`, `gradient_norms.png/.csv`). It must not exist yet; files are
+            written to a temporary sibling that is renamed at the end, so a failed run
+            leaves nothing partial.
         verbose: 0 silent, 1 a progress bar over epochs.
 
     Returns:
@@ -170,18 +177,27 @@ def train(config: TrainConfig, *, out_dir: str | os.PathLike | None = None, verb
     model = build_model(
         config.cell, config.units, num_layers=config.num_layers, init=config.init, seed=config.seed
     )
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate), loss="mse")
     callbacks = [EpochProgress(config.epochs)] if verbose else []
-    fitted = model.fit(
+    fitted = fit(
+        model,
         *data.train,
         validation_data=data.val,
         epochs=config.epochs,
         batch_size=config.batch_size,
+        k1=config.k1,
+        k2=config.k2,
+        clipnorm=config.clipnorm,
+        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
+        checkpoint_dir=config.checkpoint_dir,
+        resume=config.resume,
         shuffle=True,
+        seed=config.seed,
         verbose=0,
         callbacks=callbacks,
     )
     history = {k: [float(v) for v in vals] for k, vals in fitted.history.items()}
+    probe_x, probe_y = (a[:64] for a in data.train)
+    grad_norms = gradient_norms_through_time(model, probe_x, probe_y)
 
     start = data.n_train + data.n_val
     truth = data.values[start:]
@@ -209,7 +225,10 @@ def train(config: TrainConfig, *, out_dir: str | os.PathLike | None = None, verb
         metrics=metrics,
         predictions={"one-step": (test_time, one_step), "closed loop": (test_time, closed)},
         data=data,
+        gradient_norms=grad_norms,
     )
+    if fitted.nonfinite is not None:
+        metrics["stopped_nonfinite_at"] = fitted.nonfinite
     if out_dir is not None:
         result.files = save_run(result, config, out_dir)
     return result
@@ -221,7 +240,7 @@ def save_run(result: RunResult, config: TrainConfig, out_dir: str | os.PathLike)
     Returns:
         `{name: path}` of the files written.
     """
-    from bptt_keras.plotting import plot_forecast, plot_loss_curves
+    from bptt_keras.plotting import plot_forecast, plot_gradient_norms, plot_loss_curves
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -258,17 +277,16 @@ def save_run(result: RunResult, config: TrainConfig, out_dir: str | os.PathLike)
             ylabel=name,
         )
         ax.figure.savefig(tmp / "forecast.png", dpi=120)
+        ax = plot_gradient_norms(
+            {f"trained {config.cell}": result.gradient_norms},
+            title=f"||dL/dh_t|| of the trained model over a {config.window}-step window",
+        )
+        ax.figure.savefig(tmp / "gradient_norms.png", dpi=120)
+        np.savetxt(
+            tmp / "gradient_norms.csv", result.gradient_norms, header="dL_dh_norm", comments=""
+        )
         os.replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    names = [
-        "model.keras",
-        "config.json",
-        "metrics.json",
-        "history.json",
-        "history.csv",
-        "loss_curve.png",
-        "forecast.png",
-    ]
-    return {n: out_dir / n for n in names}
+    return {path.name: path for path in sorted(out_dir.iterdir())}

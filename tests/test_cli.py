@@ -2,8 +2,10 @@
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +28,16 @@ def test_train_writes_a_complete_run_directory(tmp_path, capsys):
         "history.csv",
         "loss_curve.png",
         "forecast.png",
+        "gradient_norms.png",
+        "gradient_norms.csv",
     }
     assert {p.name for p in out.iterdir()} == expected
     history = json.loads((out / "history.json").read_text())
     assert len(history["loss"]) == len(history["val_loss"]) == 3
     csv_lines = (out / "history.csv").read_text().splitlines()
-    assert csv_lines[0] == "epoch,loss,val_loss" and len(csv_lines) == 4
+    assert csv_lines[0] == "epoch,grad_norm,loss,val_loss" and len(csv_lines) == 4
+    norms = np.loadtxt(out / "gradient_norms.csv", skiprows=1)
+    assert norms.shape == (20,) and np.all(norms > 0)  # one per step of the 20-step window
     assert json.loads((out / "config.json").read_text())["epochs"] == 3
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("one_step_rmse", "closed_loop_rmse", "persistence_rmse"):
@@ -82,6 +88,11 @@ def test_train_on_a_user_csv(tmp_path):
         (["--csv", "nowhere.csv", "--column", "x"], ["not found", "nowhere.csv"]),
         (["--csv", "x.csv"], ["`column` is required"]),
         (["--val-fraction", "0.6", "--test-fraction", "0.5"], ["< 1"]),
+        (["--k1", "30"], ["`k1`", "T=20"]),
+        (["--k1", "8", "--k2", "4"], ["k1 <= k2"]),
+        (["--k2", "4"], ["`k2` needs `k1`"]),
+        (["--clipnorm", "0"], ["`clipnorm`"]),
+        (["--resume"], ["checkpoint_dir"]),
     ],
 )
 def test_bad_options_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, args, words):
@@ -142,3 +153,83 @@ def test_console_script_help_documents_every_option():
         "--init",
     ):
         assert option in text
+
+
+def test_truncated_bptt_with_checkpoints_and_resume(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    first = [
+        "train",
+        "--k1",
+        "5",
+        "--k2",
+        "10",
+        "--clipnorm",
+        "1.0",
+        "--checkpoint-dir",
+        str(ckpt),
+        "--units",
+        "8",
+        "--quiet",
+    ]
+    assert main([*first, "--epochs", "2", "--out", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["k2"] == 10
+    assert sorted(p.name for p in ckpt.glob("ckpt-*.npz"))  # checkpoints were written
+    # Resuming with more epochs continues the same run: the first 2 epochs are kept as they were.
+    assert main([*first, "--epochs", "3", "--resume", "--out", str(tmp_path / "b")]) == 0
+    a = json.loads((tmp_path / "a" / "history.json").read_text())
+    b = json.loads((tmp_path / "b" / "history.json").read_text())
+    assert b["loss"][:2] == a["loss"] and len(b["loss"]) == 3
+    fresh = tmp_path / "fresh"
+    assert (
+        main(
+            [
+                "train",
+                "--k1",
+                "5",
+                "--k2",
+                "10",
+                "--clipnorm",
+                "1.0",
+                "--units",
+                "8",
+                "--quiet",
+                "--epochs",
+                "3",
+                "--out",
+                str(fresh),
+            ]
+        )
+        == 0
+    )
+    c = json.loads((fresh / "history.json").read_text())
+    assert c["loss"] == b["loss"]  # interrupted-and-resumed == uninterrupted
+
+
+def test_ctrl_c_in_the_cli_exits_130_and_writes_no_run_directory(tmp_path):
+    exe = Path(sys.executable).parent / "bptt-keras"
+    out, ckpt = tmp_path / "run", tmp_path / "ckpt"
+    proc = subprocess.Popen(
+        [
+            str(exe),
+            "train",
+            "--epochs",
+            "500",
+            "--checkpoint-dir",
+            str(ckpt),
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not list(ckpt.glob("ckpt-*.npz")):  # wait until training is under way
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "interrupted" in err and "--resume" in err and "Traceback" not in err
+    assert not out.exists()

@@ -43,3 +43,14 @@ def test_plots_reject_bad_input():
         plot_forecast(np.arange(5.0), {"p": (np.arange(2), np.arange(3))})
     with pytest.raises(ValueError, match="same shape as `truth`"):
         plot_forecast(np.arange(5.0), {}, time=np.arange(4))
+
+
+def test_gradient_norm_plot_is_log_scale_with_one_line_per_model():
+    from bptt_keras import plot_gradient_norms
+
+    ax = plot_gradient_norms({"a": np.array([1e-8, 1e-4, 1.0]), "b": np.ones(3)})
+    assert ax.get_yscale() == "log"
+    assert [line.get_label() for line in ax.get_lines()] == ["a", "b"]
+    np.testing.assert_array_equal(ax.get_lines()[0].get_xdata(), [2, 1, 0])  # distance to T-1
+    with pytest.raises(TypeError, match="`norms`"):
+        plot_gradient_norms([1.0, 2.0])
