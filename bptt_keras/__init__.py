@@ -6,11 +6,11 @@ The public API:
   `with_explicit_state`, `zero_states`, `run_with_state`, `recurrent_layers`
 - data: `next_step_pairs`, `sliding_windows`, `split_by_time`, `stream_batches`,
   `fit_scaler`, `Scaler`, `load_series`, `load_csv_series`, `available_series`
-- prediction: `predict_next`, `forecast`
-- BPTT engine: `fit`, `bptt_gradients`, `plan_blocks`
+- prediction: `predict_next`, `forecast`, `stream_predict`
+- BPTT engine: `fit`, `bptt_gradients`, `plan_blocks`, `covered_fraction`
 - diagnostics: `gradient_norms_through_time`, `recurrent_spectrum`, `RecurrentSpectrum`,
   `scale_recurrent`, `numpy_bptt` (the NumPy oracle)
-- plotting: `plot_loss_curves`, `plot_forecast`, `plot_gradient_norms`
+- plotting: `plot_loss_curves`, `plot_forecast`, `plot_gradient_norms`, `plot_block_plan`
 - runs: `TrainConfig`, `train`
 """
 
@@ -22,6 +22,7 @@ import os
 # command-line tool; keep warnings and errors. A value the user set wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
+from bptt_keras import tasks
 from bptt_keras.bptt import bptt_gradients, fit
 from bptt_keras.checkpoint import CheckpointError
 from bptt_keras.config import TrainConfig
@@ -40,7 +41,7 @@ from bptt_keras.diagnostics import (
     recurrent_spectrum,
     scale_recurrent,
 )
-from bptt_keras.forecast import forecast, predict_next
+from bptt_keras.forecast import forecast, predict_next, stream_predict
 from bptt_keras.models import (
     build_model,
     get_states,
@@ -53,11 +54,20 @@ from bptt_keras.models import (
     zero_states,
 )
 from bptt_keras.oracle import numpy_bptt
-from bptt_keras.plotting import plot_forecast, plot_gradient_norms, plot_loss_curves
+from bptt_keras.plotting import (
+    plot_block_plan,
+    plot_forecast,
+    plot_gradient_norms,
+    plot_loss_curves,
+)
 from bptt_keras.run import train
-from bptt_keras.truncation import plan_blocks
+from bptt_keras.truncation import covered_fraction, plan_blocks
 
 __all__ = [
+    "covered_fraction",
+    "plot_block_plan",
+    "stream_predict",
+    "tasks",
     "numpy_bptt",
     "CheckpointError",
     "RecurrentSpectrum",

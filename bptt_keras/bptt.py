@@ -14,6 +14,7 @@ The loss is a per-step loss reduced over the sequence, as in the source document
 
 from __future__ import annotations
 
+import functools
 import math
 import signal
 import threading
@@ -116,18 +117,35 @@ def _normaliser(loss: str, reduction: str, batch: int, steps: int, features: int
 class _Engine:
     """Compiled block steps for one model (and optimizer, strategy, loss) — see `fit`."""
 
-    def __init__(self, model, *, loss, reduction, strategy=None, optimizer=None, clipnorm=None):
+    def __init__(
+        self,
+        model,
+        *,
+        loss,
+        reduction,
+        strategy=None,
+        optimizer=None,
+        clipnorm=None,
+        fast=True,
+        recompute=None,
+    ):
         self.parts = Parts(model)
+        self.fast, self.recompute = fast, recompute
         self.loss, self.reduction = loss, reduction
         self.distributed = strategy is not None
         self.strategy = strategy or tf.distribute.get_strategy()
         self.replicas = self.strategy.num_replicas_in_sync
         self.variables = model.trainable_variables
         self.optimizer, self.clipnorm = optimizer, clipnorm
-        # reduce_retracing: block lengths differ at the sequence edges; one generic trace
-        # serves them all instead of one trace per shape.
+        # The fast training step is also compiled with XLA, which fuses each time step's few
+        # ops and removes their dispatch cost (about 2x on CPU); a compilation costs a second
+        # or two, repaid over an epoch's updates but not by a single gradient evaluation, so
+        # `grad_fn` and `eval_fn` stay uncompiled. Block lengths are static arguments: XLA
+        # needs static shapes, and a sequence has at most a handful of distinct block
+        # lengths, so the step is traced a handful of times, never once per batch or block.
+        jit = bool(fast) and not self.distributed
         self.grad_fn = tf.function(self._grad_step, reduce_retracing=True)
-        self.train_fn = tf.function(self._train_step, reduce_retracing=True)
+        self.train_fn = tf.function(self._train_step, reduce_retracing=True, jit_compile=jit)
         self.eval_fn = tf.function(self._eval_step, reduce_retracing=True)
 
     # -- data placement ---------------------------------------------------------------
@@ -155,20 +173,26 @@ class _Engine:
         return self.strategy.experimental_local_results(value)[0]
 
     # -- compiled steps ---------------------------------------------------------------
-    def _replica_block(self, x, y, states, start, loss_start, end, capture, norm):
+    def _replica_block(self, x, y, states, start, loss_start, capture, norm, length, loss_len):
         """Loss sum and gradients of one block on one replica, summed over replicas."""
         dtype = self.parts.dtype
 
         def loss_fn():
             yhat, finals, captured = forward(
                 self.parts,
-                tf.cast(x[:, start:end], dtype),
+                tf.cast(_window(x, start, length), dtype),
                 cut_state(states),
                 capture_at=capture,
                 training=True,
+                fast=self.fast,
+                recompute=self.recompute,
             )
             total = tf.reduce_sum(
-                _elements(self.loss, y[:, loss_start:end], yhat[:, loss_start - start :])
+                _elements(
+                    self.loss,
+                    _window(y, loss_start, loss_len),
+                    _window(yhat, loss_start - start, loss_len),
+                )
             )
             return total / tf.cast(norm, dtype), (total, finals, captured)
 
@@ -178,16 +202,17 @@ class _Engine:
         total = context.all_reduce(tf.distribute.ReduceOp.SUM, total)
         return total, grads, finals, captured
 
-    def _grad_step(self, x, y, states, start, loss_start, end, capture, norm):
+    def _grad_step(self, x, y, states, start, loss_start, capture, norm, length, loss_len):
         total, grads, _, captured = self.strategy.run(
-            self._replica_block, args=(x, y, states, start, loss_start, end, capture, norm)
+            self._replica_block,
+            args=(x, y, states, start, loss_start, capture, norm, length, loss_len),
         )
         return self._first(total), [self._first(g) for g in grads], captured
 
-    def _train_step(self, x, y, states, start, loss_start, end, capture, norm):
+    def _train_step(self, x, y, states, start, loss_start, capture, norm, length, loss_len):
         def replica(x, y, states):
             total, grads, finals, captured = self._replica_block(
-                x, y, states, start, loss_start, end, capture, norm
+                x, y, states, start, loss_start, capture, norm, length, loss_len
             )
             grad_norm = tf.linalg.global_norm(grads)
             finite = tf.math.is_finite(grad_norm) & tf.math.is_finite(total)
@@ -216,11 +241,21 @@ class _Engine:
         # weights and optimizer state stay those of the last finite step. The cond sits in
         # cross-replica context because apply_gradients merges across replicas.
         tf.cond(finite, apply, lambda: tf.constant(False))
-        return self._first(total), self._first(grad_norm), finite, finals, captured
+        total, grad_norm = self._first(total), self._first(grad_norm)
+        stats = tf.stack(
+            [
+                tf.cast(total, tf.float64),
+                tf.cast(grad_norm, tf.float64),
+                tf.cast(finite, tf.float64),
+            ]
+        )
+        return stats, finals, captured
 
     def _eval_step(self, x, y, states):
         def replica(x, y, states):
-            yhat, finals, _ = forward(self.parts, tf.cast(x, self.parts.dtype), states)
+            yhat, finals, _ = forward(
+                self.parts, tf.cast(x, self.parts.dtype), states, fast=self.fast
+            )
             total = tf.reduce_sum(_elements(self.loss, y, yhat))
             context = tf.distribute.get_replica_context()
             return context.all_reduce(tf.distribute.ReduceOp.SUM, total), finals
@@ -232,11 +267,20 @@ class _Engine:
 _GRAD_ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def _window(tensor, begin, size: int):
+    """`tensor[:, begin : begin + size]` with a static `size` (XLA needs static shapes)."""
+    rest = len(tensor.shape) - 2
+    return tf.slice(tensor, [0, begin] + [0] * rest, [-1, size] + [-1] * rest)
+
+
 def _scalars(block):
-    return [
+    """A block's arguments to the compiled step: positions as tensors (one trace serves
+    every block), lengths as Python ints (static shapes)."""
+    positions = [
         tf.constant(v, tf.int32)
-        for v in (block.start, block.loss_start, block.end, block.next_start - block.start)
+        for v in (block.start, block.loss_start, block.next_start - block.start)
     ]
+    return positions, (block.end - block.start, block.end - block.loss_start)
 
 
 def bptt_gradients(
@@ -249,6 +293,8 @@ def bptt_gradients(
     loss: str = "mse",
     reduction: str = "mean",
     strategy: tf.distribute.Strategy | None = None,
+    fast: bool = True,
+    recompute: int | None = None,
 ) -> tuple[float, list[np.ndarray]]:
     """The loss and its (truncated) BPTT gradient at the model's current weights.
 
@@ -263,6 +309,13 @@ def bptt_gradients(
         reduction: `"mean"` (over batch, time and features: Keras' `mse`) or
             `"sum_over_time"` (the document's sum over steps, averaged over batch/features).
         strategy: optional `tf.distribute.Strategy` whose scope the model was built in.
+        fast: use the hand-derived backward pass for SimpleRNN and LSTM layers
+            (`bptt_keras.fast`; same gradients, less time); False runs plain autodiff through
+            the loop over time, for teaching and debugging.
+        recompute: memory-efficient full BPTT: keep the state only every `recompute` steps
+            and recompute each segment's activations during the backward pass (same
+            gradients; memory grows far slower with `time`, for about one extra forward pass).
+            Full BPTT only: truncation already bounds memory by `k2`.
 
     Returns:
         `(loss, grads)`: the loss `L` (a float; truncation changes gradients, not the loss)
@@ -287,17 +340,28 @@ def bptt_gradients(
     batch, steps = x.shape[:2]
     k1, k2 = check_truncation(k1, k2, steps)
     _check_strategy(strategy, model, batch, name="x.shape[0]")
-    key = (loss, reduction, id(strategy))
+    recompute = _check_recompute(recompute, k1, k2, steps)
+    key = (loss, reduction, id(strategy), bool(fast), recompute)
     engines = _GRAD_ENGINES.setdefault(model, {})
     if key not in engines:
-        engines[key] = _Engine(model, loss=loss, reduction=reduction, strategy=strategy)
+        engines[key] = _Engine(
+            model,
+            loss=loss,
+            reduction=reduction,
+            strategy=strategy,
+            fast=bool(fast),
+            recompute=recompute,
+        )
     engine = engines[key]
     features = y.shape[-1] if loss == "mse" else 1
     norm = tf.constant(_normaliser(loss, reduction, batch, steps, features), tf.float32)
     xs, ys, states = engine.distribute(x), engine.distribute(y), engine.zero_states(batch)
     total, grads = 0.0, None
     for block in plan_blocks(steps, k1, k2):
-        block_total, block_grads, states = engine.grad_fn(xs, ys, states, *_scalars(block), norm)
+        positions, lengths = _scalars(block)
+        block_total, block_grads, states = engine.grad_fn(
+            xs, ys, states, *positions, norm, *lengths
+        )
         total += float(block_total)
         block_grads = [g.numpy() for g in block_grads]
         grads = (
@@ -306,6 +370,18 @@ def bptt_gradients(
             else [a + b for a, b in zip(grads, block_grads, strict=True)]
         )
     return total / float(norm), grads
+
+
+def _check_recompute(recompute, k1: int, k2: int, steps: int) -> int | None:
+    if recompute is None:
+        return None
+    recompute = check_int(recompute, name="recompute")
+    if k1 != steps or k2 != steps:
+        raise ValueError(
+            "`recompute` applies to full BPTT (k1=k2=None); truncated BPTT already bounds "
+            f"memory by k2. Received: recompute={recompute}, k1={k1}, k2={k2}"
+        )
+    return recompute
 
 
 def _check_strategy(strategy, model, batch: int, *, name: str) -> None:
@@ -376,6 +452,8 @@ def fit(
     checkpoint_every: int | None = None,
     resume: bool = False,
     strategy: tf.distribute.Strategy | None = None,
+    fast: bool = True,
+    recompute: int | None = None,
     verbose: int = 1,
 ) -> keras.callbacks.History:
     """Trains `model` with full or truncated BPTT in a custom `GradientTape` loop.
@@ -409,6 +487,9 @@ def fit(
         checkpoint_every: batches between checkpoints (None: epoch ends only).
         resume: continue from the newest checkpoint in `checkpoint_dir` if there is one.
         strategy: a `tf.distribute.Strategy` (e.g. `MirroredStrategy`).
+        fast: hand-derived backward pass where available (see `bptt_gradients`).
+        recompute: memory-efficient full BPTT with this segment length (see
+            `bptt_gradients`).
         verbose: 0 silent, 1 progress bar, 2 one line per epoch.
 
     Returns:
@@ -436,6 +517,7 @@ def fit(
     x, y = _check_xy(parts, x, y, loss)
     n, steps = x.shape[:2]
     k1, k2 = check_truncation(k1, k2, steps)
+    recompute = _check_recompute(recompute, k1, k2, steps)
     epochs = check_int(epochs, name="epochs")
     batch_size = check_int(batch_size, name="batch_size")
     if clipnorm is not None:
@@ -501,9 +583,22 @@ def fit(
         strategy=strategy,
         optimizer=optimizer,
         clipnorm=clipnorm,
+        fast=bool(fast),
+        recompute=recompute,
     )
     blocks = plan_blocks(steps, k1, k2)
     block_scalars = [_scalars(b) for b in blocks]
+
+    @functools.cache
+    def norm(rows: int, index: int) -> tf.Tensor:  # one constant per batch size and block
+        block = blocks[index]
+        count = _normaliser(loss, reduction, rows, block.end - block.loss_start, features)
+        return tf.constant(count, tf.float32)
+
+    @functools.cache
+    def zeros(rows: int):  # zero states, made once per batch size
+        return engine.zero_states(rows)
+
     features = y.shape[-1] if loss == "mse" else 1
     # Reported losses are L as defined by `reduction`: the per-element mean, times T for
     # "sum_over_time".
@@ -603,18 +698,15 @@ def fit(
                 callback_list.on_train_batch_begin(step)
                 rows = order[step * batch_size : (step + 1) * batch_size]
                 xb, yb = engine.distribute(x[rows]), engine.distribute(y[rows])
-                states = carried if stateful else engine.zero_states(len(rows))
-                for block, scalars in zip(blocks, block_scalars, strict=True):
-                    norm = tf.constant(
-                        _normaliser(
-                            loss, reduction, len(rows), block.end - block.loss_start, features
-                        ),
-                        tf.float32,
+                states = carried if stateful else zeros(len(rows))
+                for index, (block, (positions, lengths)) in enumerate(
+                    zip(blocks, block_scalars, strict=True)
+                ):
+                    stats, finals, states = engine.train_fn(
+                        xb, yb, states, *positions, norm(len(rows), index), *lengths
                     )
-                    total, grad_norm, finite, finals, states = engine.train_fn(
-                        xb, yb, states, *scalars, norm
-                    )
-                    if not bool(finite):
+                    total, grad_norm, finite = stats.numpy()  # the one host sync per update
+                    if not finite:
                         history.nonfinite = {"epoch": epoch + 1, "step": step + 1}
                         warnings.warn(
                             f"Non-finite loss or gradient at epoch {epoch + 1}, step "

@@ -129,3 +129,28 @@ def forecast(model: keras.Model, context, *, steps: int) -> np.ndarray:
         predictions.append(last)
     result = np.concatenate([np.asarray(p) for p in predictions], axis=1)  # (n, steps, f)
     return result if batched else result[0]
+
+
+def stream_predict(model: keras.Model, series) -> np.ndarray:
+    """Streams a series through a batch-1 stateful copy of `model`, one step per call.
+
+    Prediction `i` is made after seeing steps `0..i` only, with the state carried from call
+    to call, as a deployed model that receives one value at a time would.
+
+    Args:
+        model: a next-step model (stateful or not; its weights are copied).
+        series: `(time,)` or `(time, f)` values, scaled like the training data.
+
+    Returns:
+        float32 array `(time, f_out)`: row `i` predicts step `i + 1`.
+    """
+    from bptt_keras.models import reset_states, to_stateful
+
+    input_dim, _ = _dims(model)
+    array = as_series(series)
+    _check_features(array, input_dim, "series")
+    streamer = to_stateful(model, batch_size=1)
+    reset_states(streamer)
+    step = tf.function(lambda x_t: streamer(x_t, training=False))
+    out = [step(tf.constant(array[None, t : t + 1])).numpy()[0] for t in range(array.shape[0])]
+    return np.concatenate(out, axis=0)

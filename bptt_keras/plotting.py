@@ -185,3 +185,41 @@ def plot_gradient_norms(
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     return ax
+
+
+def plot_block_plan(
+    time: int, k1: int, k2: int, *, ax: Axes | None = None, title: str | None = None
+) -> Axes:
+    """Draws the TBPTT(k1, k2) blocks over a sequence: loss steps, look-back, state cuts.
+
+    Args:
+        time: sequence length `T`.
+        k1, k2: the truncation (see `bptt_keras.truncation`).
+        ax: axes to draw on; a new figure if None.
+        title: axes title (default names the setting).
+
+    Returns:
+        The matplotlib `Axes`, one row per block (one weight update each in `fit`).
+    """
+    from bptt_keras.truncation import plan_blocks
+
+    blocks = plan_blocks(time, k1, k2)
+    ax = _new_axes(ax, figsize=(5.0, 0.5 + 0.4 * len(blocks)))
+    for row, block in enumerate(blocks):
+        look = [(block.start, block.loss_start - block.start)]
+        ax.broken_barh(look, (row - 0.35, 0.7), color="0.8", label="look-back (no loss)")
+        loss = [(block.loss_start, block.end - block.loss_start)]
+        ax.broken_barh(loss, (row - 0.35, 0.7), color="C0", label="loss steps")
+        ax.plot([block.start] * 2, [row - 0.45, row + 0.45], color="C3", lw=2.5, label="state cut")
+    ax.set_yticks(range(len(blocks)))
+    ax.set_ylim(len(blocks) - 0.5, -0.5)  # block 0 on top
+    ax.set_xlim(0, time)
+    ax.set_xlabel("time step t")
+    ax.set_ylabel("block")
+    full = " (full BPTT)" if k1 == k2 == time else ""
+    ax.set_title(title or f"k1 = {k1}, k2 = {k2}{full}")
+    ax.grid(True, axis="x", alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    ax.legend(unique.values(), unique.keys(), loc="lower right", fontsize="small")
+    return ax

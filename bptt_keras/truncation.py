@@ -124,3 +124,35 @@ def cut_state(states):
         The same structure with gradients stopped.
     """
     return tf.nest.map_structure(tf.stop_gradient, states)
+
+
+def covered_fraction(time: int, k1: int, k2: int, lag: int) -> float:
+    """Share of the loss steps whose gradient path reaches back `lag` steps under TBPTT(k1, k2).
+
+    A target at step `t` that depends on the input at `t - lag` can only be learned from
+    the gradient if `t - lag` lies inside the forward pass of the block that owns step `t`,
+    i.e. `t - lag >= start`. Steps `t < lag` have no such dependency and are not counted.
+
+    Args:
+        time: sequence length `T`.
+        k1, k2: the truncation (`k1 = k2 = T` for full BPTT).
+        lag: dependency length in steps, `1 <= lag < T`.
+
+    Returns:
+        A fraction in `[0, 1]`: 1 for full BPTT, 0 when `k2 - 1 < lag`.
+
+    Example:
+
+    >>> covered_fraction(40, 12, 12, 8)   # steps 8-11 of each 12-step chunk
+    0.375
+    """
+    k1, k2 = check_truncation(k1, k2, time)
+    if not 1 <= lag < time:
+        raise ValueError(f"`lag` must be in [1, T={time}). Received: lag={lag}")
+    blocks = plan_blocks(time, k1, k2)
+    covered = sum(
+        t - lag >= block.start
+        for block in blocks
+        for t in range(max(block.loss_start, lag), block.end)
+    )
+    return covered / (time - lag)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from bptt_keras import fast as fast_path
 from bptt_keras.models import split_layers, state_sizes
 
 
@@ -79,14 +80,27 @@ def run_layer(layer, x, states, *, capture_at=None, probe=None, training=False):
         return t + 1, new, captured, outputs.write(t, out)
 
     states = list(states)
+    # maximum_iterations bounds the loop's gradient accumulators, which XLA requires.
     _, final, captured, outputs = tf.while_loop(
-        lambda t, *_: t < steps, body, (tf.constant(0), states, states, outputs)
+        lambda t, *_: t < steps,
+        body,
+        (tf.constant(0), states, states, outputs),
+        maximum_iterations=steps,
     )
     return tf.transpose(outputs.stack(), [1, 0, 2]), final, captured
 
 
 def forward(
-    parts: Parts, x, states, *, capture_at=None, probe_layer=None, probe=None, training=False
+    parts: Parts,
+    x,
+    states,
+    *,
+    capture_at=None,
+    probe_layer=None,
+    probe=None,
+    training=False,
+    fast=False,
+    recompute=None,
 ):
     """The model's forward pass over one chunk with explicit states.
 
@@ -98,22 +112,75 @@ def forward(
         probe_layer: index of the recurrent layer that gets `probe`.
         probe: see `run_layer`.
         training: passed to the layers.
+        fast: use the hand-derived backward pass (`bptt_keras.fast`) for the layers that
+            have one; the others, and a probed layer, use the plain loop.
+        recompute: segment length for memory-efficient BPTT (Gruslys et al. 2016; Chen et
+            al. 2016): only the state at every segment boundary is kept for the backward
+            pass, and each segment's forward pass is recomputed when its gradient is needed,
+            trading one extra forward pass for memory that no longer grows with the stored
+            activations of every step. Needs a static sequence length; the captured state is
+            the final one.
 
     Returns:
         `(y, final_states, captured_states)`, `y` of shape `(batch, time, output_dim)`.
     """
     h, finals, captured = x, [], []
     for i, (layer, layer_states) in enumerate(zip(parts.recurrent, states, strict=True)):
-        h, final, capt = run_layer(
-            layer,
-            h,
-            layer_states,
-            capture_at=capture_at,
-            probe=probe if i == probe_layer else None,
-            training=training,
-        )
+        if recompute:
+            h, final = _recomputed_layer(layer, h, layer_states, recompute, fast, training)
+            finals.append(final)
+            captured.append(final)
+            continue
+        if fast and i != probe_layer and fast_path.supports(layer):
+            at = tf.shape(h)[1] if capture_at is None else capture_at
+            if isinstance(layer, keras.layers.LSTM):
+                h, final, capt = fast_path.lstm_layer(layer, h, *layer_states, at)
+            else:
+                h, final, capt = fast_path.simple_rnn_layer(layer, h, layer_states[0], at)
+                final, capt = [final], [capt]
+        else:
+            h, final, capt = run_layer(
+                layer,
+                h,
+                layer_states,
+                capture_at=capture_at,
+                probe=probe if i == probe_layer else None,
+                training=training,
+            )
         finals.append(final)
         captured.append(capt)
     for layer in parts.per_step:
         h = layer(h, training=training)
     return h, finals, captured
+
+
+def _layer_chunk(layer, x, states, fast, training):
+    """One layer over one chunk from `states`: `(outputs, final states)`."""
+    if fast and fast_path.supports(layer):
+        steps = tf.shape(x)[1]
+        if isinstance(layer, keras.layers.LSTM):
+            out, final, _ = fast_path.lstm_layer(layer, x, *states, steps)
+            return out, final
+        out, final, _ = fast_path.simple_rnn_layer(layer, x, states[0], steps)
+        return out, [final]
+    out, final, _ = run_layer(layer, x, states, training=training)
+    return out, final
+
+
+def _recomputed_layer(layer, x, states, segment, fast, training):
+    """A layer over a sequence in segments whose activations are recomputed in backprop."""
+    steps = x.shape[1]
+    if steps is None:
+        raise ValueError("`recompute` needs a static sequence length.")
+
+    def segment_fn(chunk, *chunk_states):
+        out, final = _layer_chunk(layer, chunk, list(chunk_states), fast, training)
+        return (out, *final)
+
+    run_segment = tf.recompute_grad(segment_fn)
+    outputs, states = [], list(states)
+    for begin in range(0, steps, segment):
+        out, *states = run_segment(x[:, begin : begin + segment], *states)
+        outputs.append(out)
+    # recompute_grad forgets static shapes; the next layer needs the length again.
+    return tf.ensure_shape(tf.concat(outputs, axis=1), [None, steps, None]), states

@@ -29,12 +29,13 @@ def _rel_err(a, b):
 TRUNCATIONS = [(None, None), (12, 12), (4, 4), (1, 1), (3, 5), (4, 9), (5, 12), (2, 7)]
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
 @pytest.mark.parametrize("k1, k2", TRUNCATIONS)
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
-def test_gradients_match_numpy_oracle_float64(float64, k1, k2, activation):
+def test_gradients_match_numpy_oracle_float64(float64, k1, k2, activation, fast):
     model = bk.build_model("simple_rnn", 4, input_dim=2, activation=activation, seed=1)
     x, y = _data()
-    loss, grads = bk.bptt_gradients(model, x, y, k1=k1, k2=k2)
+    loss, grads = bk.bptt_gradients(model, x, y, k1=k1, k2=k2, fast=fast)
     ref_loss, ref_grads, _ = numpy_bptt(
         model.get_weights(), x, y, k1=k1, k2=k2, activation=activation
     )
@@ -75,17 +76,18 @@ def test_sum_over_time_reduction_is_T_times_mean(float64):
 
 
 @pytest.mark.parametrize("cell", ["simple_rnn", "lstm", "gru"])
-def test_full_bptt_equals_keras_tape_and_k_equal_T_equals_full(cell):
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
+def test_full_bptt_equals_keras_tape_and_k_equal_T_equals_full(cell, fast):
     model = bk.build_model(cell, 6, input_dim=2, num_layers=2, seed=5)
     x, y = _data(batch=4, steps=15)
-    loss, grads = bk.bptt_gradients(model, x, y)
+    loss, grads = bk.bptt_gradients(model, x, y, fast=fast)
     with tf.GradientTape() as tape:  # Keras' own RNN loop, an independent implementation
         reference = keras.losses.MeanSquaredError()(y, model(x))
     ref_grads = tape.gradient(reference, model.trainable_variables)
     assert loss == pytest.approx(float(reference), rel=1e-6)
     for got, ref in zip(grads, ref_grads, strict=True):
         np.testing.assert_allclose(got, ref.numpy(), rtol=1e-4, atol=1e-7)
-    _, same = bk.bptt_gradients(model, x, y, k1=15, k2=15)
+    _, same = bk.bptt_gradients(model, x, y, k1=15, k2=15, fast=fast)
     for a, b in zip(same, grads, strict=True):
         np.testing.assert_array_equal(a, b)
 

@@ -62,3 +62,12 @@ def test_forecast_and_predict_next_reject_bad_input():
         predict_next(build_model(), np.zeros(10), context=8, start=3)
     with pytest.raises(TypeError, match="keras.Model"):
         forecast("model", np.zeros(5), steps=1)
+
+
+def test_stream_predict_equals_one_call_over_the_whole_series():
+    from bptt_keras import stream_predict
+
+    model = build_model("lstm", 5, seed=0)
+    series = np.sin(np.arange(25) / 3.0).astype("float32")
+    streamed = stream_predict(model, series)
+    np.testing.assert_allclose(streamed, model(series[None, :, None]).numpy()[0], atol=1e-5)

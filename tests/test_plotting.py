@@ -54,3 +54,11 @@ def test_gradient_norm_plot_is_log_scale_with_one_line_per_model():
     np.testing.assert_array_equal(ax.get_lines()[0].get_xdata(), [2, 1, 0])  # distance to T-1
     with pytest.raises(TypeError, match="`norms`"):
         plot_gradient_norms([1.0, 2.0])
+
+
+def test_block_plan_plot_has_one_row_per_block():
+    from bptt_keras import plot_block_plan
+
+    ax = plot_block_plan(10, 4, 6)
+    assert len(ax.get_yticks()) == 3  # plan_blocks(10, 4, 6) has 3 blocks
+    assert "k1 = 4, k2 = 6" in ax.get_title()

@@ -1,0 +1,419 @@
+"""Throughput and memory of BPTT training: bptt_keras vs Keras `fit` (and PyTorch if installed).
+
+    python benchmarks/bench.py                       # everything, 5 rounds
+    python benchmarks/bench.py --workloads small --rounds 7
+    python benchmarks/bench.py --quick               # a smoke run (tiny sizes, 2 rounds)
+
+Peers (PyTorch, JAX) run when installed (`pip install ".[bench]"`) and are listed as skipped
+otherwise.
+
+Throughput workloads (sequences per second of a training epoch, Adam, MSE):
+    small   SimpleRNN(50) + Dense, T = 100, batch 32, 1000 noisy-sine sequences
+    large   LSTM(256) + Dense,     T = 500, batch 64, 256 sequences
+
+Configurations run interleaved (A B C A B C ...) in one process; each run trains two epochs
+on a fresh model and the second epoch is timed (the first pays tracing and compilation).
+The report gives the median over rounds and the ratio to Keras `fit` measured in the same
+run.
+
+Memory workload: peak resident memory of one full-BPTT gradient step of LSTM(128) + Dense,
+batch 32, for T in 100, 1000, 4000, each in a fresh subprocess: the peak RSS is reset after a
+warm-up step (Linux `/proc/self/clear_refs`), so the figure is the step's own peak above the
+process's resident size before it, not the compilation's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+WORKLOADS = {
+    "small": {"cell": "simple_rnn", "units": 50, "steps": 100, "batch": 32, "n": 1000},
+    "large": {"cell": "lstm", "units": 256, "steps": 500, "batch": 64, "n": 256},
+}
+QUICK = {
+    "small": {"cell": "simple_rnn", "units": 16, "steps": 20, "batch": 16, "n": 64},
+    "large": {"cell": "lstm", "units": 32, "steps": 40, "batch": 16, "n": 32},
+}
+MEMORY_STEPS = (100, 1000, 4000)
+
+
+def _data(spec):
+    from bptt_keras import next_step_pairs
+    from bptt_keras.tasks import noisy_sines
+
+    return next_step_pairs(noisy_sines(spec["n"], spec["steps"] + 1, seed=0))
+
+
+class _EpochTimer:
+    def __init__(self):
+        import keras
+
+        class Timer(keras.callbacks.Callback):
+            def on_epoch_begin(inner, epoch, logs=None):
+                inner.start = time.perf_counter()
+
+            def on_epoch_end(inner, epoch, logs=None):
+                self.times.append(time.perf_counter() - inner.start)
+
+        self.times: list[float] = []
+        self.callback = Timer()
+
+
+def run_keras_fit(spec, x, y):
+    import keras
+
+    import bptt_keras as bk
+
+    model = bk.build_model(spec["cell"], spec["units"], seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    timer = _EpochTimer()
+    model.fit(x, y, batch_size=spec["batch"], epochs=2, verbose=0, callbacks=[timer.callback])
+    return timer.times[-1]
+
+
+def _run_engine(spec, x, y, fast):
+    import keras
+
+    import bptt_keras as bk
+
+    model = bk.build_model(spec["cell"], spec["units"], seed=0)
+    timer = _EpochTimer()
+    bk.fit(
+        model,
+        x,
+        y,
+        batch_size=spec["batch"],
+        epochs=2,
+        verbose=0,
+        seed=0,
+        fast=fast,
+        optimizer=keras.optimizers.Adam(1e-3),
+        callbacks=[timer.callback],
+    )
+    return timer.times[-1]
+
+
+def run_engine_fast(spec, x, y):
+    return _run_engine(spec, x, y, fast=True)
+
+
+def run_engine_plain(spec, x, y):
+    return _run_engine(spec, x, y, fast=False)
+
+
+def run_torch(spec, x, y):
+    import numpy as np
+    import torch
+
+    torch.manual_seed(0)
+    torch.set_num_threads(os.cpu_count() or 1)
+    rnn_class = {"simple_rnn": torch.nn.RNN, "lstm": torch.nn.LSTM}[spec["cell"]]
+    rnn = rnn_class(1, spec["units"], batch_first=True)
+    head = torch.nn.Linear(spec["units"], 1)
+    params = [*rnn.parameters(), *head.parameters()]
+    optimizer = torch.optim.Adam(params, lr=1e-3)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    rng = np.random.default_rng(0)
+    elapsed = 0.0
+    for _ in range(2):
+        start = time.perf_counter()
+        order = torch.from_numpy(rng.permutation(len(x)))
+        for i in range(0, len(x), spec["batch"]):
+            rows = order[i : i + spec["batch"]]
+            optimizer.zero_grad()
+            out, _ = rnn(xt[rows])
+            loss = torch.mean((head(out) - yt[rows]) ** 2)
+            loss.backward()
+            optimizer.step()
+        elapsed = time.perf_counter() - start
+    return elapsed
+
+
+def run_jax(spec, x, y):
+    """JAX peer: the same model as a `lax.scan` over time, jitted step, hand-written Adam."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    units, lstm = spec["units"], spec["cell"] == "lstm"
+    width = 4 * units if lstm else units
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    params = {
+        "W": jax.random.normal(keys[0], (1, width)) * 0.1,
+        "U": jax.random.normal(keys[1], (units, width)) / np.sqrt(units),
+        "b": jnp.zeros(width),
+        "V": jax.random.normal(keys[2], (units, 1)) * 0.1,
+        "c": jnp.zeros(1),
+    }
+
+    def forward(p, xb):  # (B, T, 1) -> (B, T, 1)
+        xw = jnp.swapaxes(xb @ p["W"] + p["b"], 0, 1)  # (T, B, width)
+        batch = xb.shape[0]
+        if lstm:
+
+            def step(carry, xw_t):
+                h, c = carry
+                i, f, g, o = jnp.split(xw_t + h @ p["U"], 4, axis=-1)
+                c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+                h = jax.nn.sigmoid(o) * jnp.tanh(c)
+                return (h, c), h
+
+            zeros = jnp.zeros((batch, units))
+            _, hs = jax.lax.scan(step, (zeros, zeros), xw)
+        else:
+
+            def step(h, xw_t):
+                h = jnp.tanh(xw_t + h @ p["U"])
+                return h, h
+
+            _, hs = jax.lax.scan(step, jnp.zeros((batch, units)), xw)
+        return jnp.swapaxes(hs, 0, 1) @ p["V"] + p["c"]
+
+    def loss_fn(p, xb, yb):
+        return jnp.mean((forward(p, xb) - yb) ** 2)
+
+    @jax.jit
+    def train_step(p, m, v, t, xb, yb):
+        loss, grads = jax.value_and_grad(loss_fn)(p, xb, yb)
+        m = jax.tree.map(lambda a, g: 0.9 * a + 0.1 * g, m, grads)
+        v = jax.tree.map(lambda a, g: 0.999 * a + 0.001 * g * g, v, grads)
+        scale = 1e-3 * jnp.sqrt(1 - 0.999**t) / (1 - 0.9**t)
+        p = jax.tree.map(lambda w, a, b: w - scale * a / (jnp.sqrt(b) + 1e-7), p, m, v)
+        return p, m, v, loss
+
+    m = jax.tree.map(jnp.zeros_like, params)
+    v = jax.tree.map(jnp.zeros_like, params)
+    rng = np.random.default_rng(0)
+    elapsed, t = 0.0, 0
+    for _ in range(2):
+        start = time.perf_counter()
+        order = rng.permutation(len(x))
+        for i in range(0, len(x), spec["batch"]):
+            rows = order[i : i + spec["batch"]]
+            t += 1
+            params, m, v, loss = train_step(params, m, v, t, x[rows], y[rows])
+        loss.block_until_ready()
+        elapsed = time.perf_counter() - start
+    return elapsed
+
+
+CONFIGS = {
+    "keras_fit": run_keras_fit,
+    "engine_plain": run_engine_plain,
+    "engine_fast": run_engine_fast,
+    "torch": run_torch,
+    "jax": run_jax,
+}
+
+
+def _available(name):
+    if name not in ("torch", "jax"):
+        return True
+    try:
+        __import__(name)
+    except ImportError:
+        return False
+    return True
+
+
+def throughput(workload, spec, rounds):
+    x, y = _data(spec)
+    configs = [c for c in CONFIGS if _available(c)]
+    skipped = [c for c in CONFIGS if c not in configs]
+    times = {c: [] for c in configs}
+    for round_ in range(rounds):
+        for name in configs:  # interleaved: A B C A B C ...
+            times[name].append(CONFIGS[name](spec, x, y))
+        print(
+            f"  {workload} round {round_ + 1}/{rounds}: "
+            + ", ".join(f"{c} {times[c][-1]:.3f}s" for c in configs),
+            flush=True,
+        )
+    medians = {c: statistics.median(t) for c, t in times.items()}
+    base = medians["keras_fit"]
+    rows = [
+        {
+            "config": c,
+            "median_epoch_s": medians[c],
+            "seq_per_s": spec["n"] / medians[c],
+            "vs_keras_fit": base / medians[c],
+            "epochs_s": times[c],
+        }
+        for c in configs
+    ]
+    return {"workload": workload, "spec": spec, "rounds": rounds, "rows": rows, "skipped": skipped}
+
+
+# ---- memory ---------------------------------------------------------------------------
+
+
+def _rss_kib(field):
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field):
+                return int(line.split()[1])
+    raise RuntimeError(field)
+
+
+def memory_child(config, steps, units=128, batch=32):
+    """One measurement in this (fresh) process; prints a JSON line."""
+    import numpy as np
+
+    import bptt_keras as bk
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch, steps, 1)).astype("float32")
+    y = rng.normal(size=(batch, steps, 1)).astype("float32")
+    model = bk.build_model("lstm", units, seed=0)
+    kwargs = {
+        "plain": {"fast": False},
+        "fast": {"fast": True},
+        "recompute": {"fast": True, "recompute": 64},
+        "truncated_k100": {"fast": True, "k1": min(100, steps)},
+    }[config]
+    bk.bptt_gradients(model, x, y, **kwargs)  # warm-up: tracing and compilation
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")  # reset the peak RSS (VmHWM) to the current RSS
+    before = _rss_kib("VmRSS")
+    start = time.perf_counter()
+    bk.bptt_gradients(model, x, y, **kwargs)
+    elapsed = time.perf_counter() - start
+    peak = _rss_kib("VmHWM")
+    print(
+        json.dumps(
+            {"config": config, "steps": steps, "peak_above_kib": peak - before, "step_s": elapsed}
+        )
+    )
+
+
+def memory(configs, steps_list):
+    results = []
+    for steps in steps_list:
+        for config in configs:
+            out = subprocess.run(
+                [sys.executable, __file__, "--memory-child", config, str(steps)],
+                capture_output=True,
+                text=True,
+                timeout=1800,
+            )
+            if out.returncode != 0:
+                raise RuntimeError(out.stderr[-2000:])
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            print(
+                f"  memory T={steps} {config}: +{row['peak_above_kib'] / 1024:.1f} MiB, "
+                f"{row['step_s']:.3f}s",
+                flush=True,
+            )
+            results.append(row)
+    return results
+
+
+# ---- report ---------------------------------------------------------------------------
+
+
+def versions():
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    info = {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"{platform.processor() or platform.platform()}",
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+    except ImportError:
+        info["torch"] = "not installed"
+    try:
+        import jax
+
+        info["jax"] = jax.__version__
+    except ImportError:
+        info["jax"] = "not installed (peer skipped)"
+    return info
+
+
+def markdown(report):
+    lines = ["| " + " | ".join(f"{k}: {v}" for k, v in report["versions"].items()) + " |", ""]
+    for result in report["throughput"]:
+        spec = result["spec"]
+        lines += [
+            f"**{result['workload']}**: {spec['cell']}({spec['units']}) + Dense, "
+            f"T = {spec['steps']}, batch {spec['batch']}, {spec['n']} sequences; median of "
+            f"{result['rounds']} interleaved rounds"
+            + (f" (skipped: {', '.join(result['skipped'])})" if result["skipped"] else ""),
+            "",
+            "| configuration | epoch (s) | sequences/s | vs Keras fit |",
+            "|---|---|---|---|",
+        ]
+        for row in result["rows"]:
+            lines.append(
+                f"| {row['config']} | {row['median_epoch_s']:.3f} | "
+                f"{row['seq_per_s']:.0f} | {row['vs_keras_fit']:.2f}x |"
+            )
+        lines.append("")
+    if report["memory"]:
+        configs = sorted({r["config"] for r in report["memory"]}, key=str)
+        lines += [
+            "**memory**: one full-BPTT gradient step, LSTM(128) + Dense, batch 32: peak "
+            "RSS above the process before the step (MiB) / step time (s)",
+            "",
+            "| T | " + " | ".join(configs) + " |",
+            "|---" * (len(configs) + 1) + "|",
+        ]
+        for steps in sorted({r["steps"] for r in report["memory"]}):
+            cells = []
+            for config in configs:
+                (row,) = [
+                    r for r in report["memory"] if r["steps"] == steps and r["config"] == config
+                ]
+                cells.append(f"{row['peak_above_kib'] / 1024:.1f} / {row['step_s']:.2f}")
+            lines.append(f"| {steps} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", default="small,large,memory")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, 2 rounds")
+    parser.add_argument("--json", help="also write the raw results here")
+    parser.add_argument("--memory-child", nargs=2, metavar=("CONFIG", "T"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child[0], int(args.memory_child[1]))
+        return
+    chosen = args.workloads.split(",")
+    rounds = 2 if args.quick else args.rounds
+    specs = QUICK if args.quick else WORKLOADS
+    report = {"versions": versions(), "throughput": [], "memory": []}
+    for workload in ("small", "large"):
+        if workload in chosen:
+            report["throughput"].append(throughput(workload, specs[workload], rounds))
+    if "memory" in chosen:
+        steps = (20, 60) if args.quick else MEMORY_STEPS
+        report["memory"] = memory(["plain", "fast", "recompute", "truncated_k100"], steps)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=2)
+    print()
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()

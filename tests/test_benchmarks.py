@@ -1,0 +1,22 @@
+"""The benchmark script still runs (it measures; nothing here asserts a time)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench.py"
+
+
+@pytest.mark.slow
+def test_bench_quick_small_runs_and_reports_ratios():
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--workloads", "small"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| keras_fit |" in done.stdout and "| engine_fast |" in done.stdout
+    assert "vs Keras fit" in done.stdout
