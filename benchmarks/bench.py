@@ -11,15 +11,17 @@ Throughput workloads (sequences per second of a training epoch, Adam, MSE):
     small   SimpleRNN(50) + Dense, T = 100, batch 32, 1000 noisy-sine sequences
     large   LSTM(256) + Dense,     T = 500, batch 64, 256 sequences
 
-Configurations run interleaved (A B C A B C ...) in one process; each run trains two epochs
-on a fresh model and the second epoch is timed (the first pays tracing and compilation).
+Configurations run interleaved (A B C A B C ...), each run in a fresh subprocess (TensorFlow,
+PyTorch and JAX cannot share one process safely); each run trains two epochs on a fresh model
+and the second epoch is timed (the first pays tracing and compilation).
 The report gives the median over rounds and the ratio to Keras `fit` measured in the same
 run.
 
-Memory workload: peak resident memory of one full-BPTT gradient step of LSTM(128) + Dense,
-batch 32, for T in 100, 1000, 4000, each in a fresh subprocess: the peak RSS is reset after a
-warm-up step (Linux `/proc/self/clear_refs`), so the figure is the step's own peak above the
-process's resident size before it, not the compilation's.
+Memory workload: peak resident memory of full-BPTT gradient steps of LSTM(128) + Dense,
+batch 32, for T in 100, 1000, 4000, each in a fresh subprocess: the peak RSS (reset with
+Linux `/proc/self/clear_refs` once the process is set up) above the resident size of the
+process before its first step. Tracing costs the same at every T, so the growth above the
+T = 100 figure is what BPTT's stored activations cost. The step time is the second step's.
 """
 
 from __future__ import annotations
@@ -225,14 +227,43 @@ def _available(name):
     return True
 
 
-def throughput(workload, spec, rounds):
+def throughput_child(config, workload, quick, data_path):
+    """One timed run in this (fresh) process; prints a JSON line."""
+    import numpy as np
+
+    spec = (QUICK if quick else WORKLOADS)[workload]
+    with np.load(data_path) as data:  # made by the parent: peers never import TensorFlow
+        x, y = data["x"], data["y"]
+    print(json.dumps({"epoch_s": CONFIGS[config](spec, x, y)}))
+
+
+def _child(*args):
+    out = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, timeout=3600
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{args}: {out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def throughput(workload, spec, rounds, quick):
+    import tempfile
+
+    import numpy as np
+
+    data_path = os.path.join(tempfile.mkdtemp(prefix="bptt-bench-"), f"{workload}.npz")
     x, y = _data(spec)
+    np.savez(data_path, x=x, y=y)
     configs = [c for c in CONFIGS if _available(c)]
     skipped = [c for c in CONFIGS if c not in configs]
     times = {c: [] for c in configs}
     for round_ in range(rounds):
         for name in configs:  # interleaved: A B C A B C ...
-            times[name].append(CONFIGS[name](spec, x, y))
+            # Each run in its own process: TensorFlow, PyTorch and JAX do not share one
+            # process safely, and no run inherits another's caches or allocator state.
+            child = ["--run-child", name, workload, "--data", data_path]
+            child += ["--quick"] if quick else []
+            times[name].append(_child(*child)["epoch_s"])
         print(
             f"  {workload} round {round_ + 1}/{rounds}: "
             + ", ".join(f"{c} {times[c][-1]:.3f}s" for c in configs),
@@ -280,10 +311,10 @@ def memory_child(config, steps, units=128, batch=32):
         "recompute": {"fast": True, "recompute": 64},
         "truncated_k100": {"fast": True, "k1": min(100, steps)},
     }[config]
-    bk.bptt_gradients(model, x, y, **kwargs)  # warm-up: tracing and compilation
     with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")  # reset the peak RSS (VmHWM) to the current RSS
+        handle.write("5")  # reset the peak RSS (VmHWM): set-up (imports, data) is excluded
     before = _rss_kib("VmRSS")
+    bk.bptt_gradients(model, x, y, **kwargs)  # first step: tracing, allocation
     start = time.perf_counter()
     bk.bptt_gradients(model, x, y, **kwargs)
     elapsed = time.perf_counter() - start
@@ -299,15 +330,7 @@ def memory(configs, steps_list):
     results = []
     for steps in steps_list:
         for config in configs:
-            out = subprocess.run(
-                [sys.executable, __file__, "--memory-child", config, str(steps)],
-                capture_output=True,
-                text=True,
-                timeout=1800,
-            )
-            if out.returncode != 0:
-                raise RuntimeError(out.stderr[-2000:])
-            row = json.loads(out.stdout.strip().splitlines()[-1])
+            row = _child("--memory-child", config, str(steps))
             print(
                 f"  memory T={steps} {config}: +{row['peak_above_kib'] / 1024:.1f} MiB, "
                 f"{row['step_s']:.3f}s",
@@ -394,9 +417,16 @@ def main():
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 2 rounds")
     parser.add_argument("--json", help="also write the raw results here")
     parser.add_argument("--memory-child", nargs=2, metavar=("CONFIG", "T"), help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--run-child", nargs=2, metavar=("CONFIG", "WORKLOAD"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child[0], int(args.memory_child[1]))
+        return
+    if args.run_child:
+        throughput_child(*args.run_child, args.quick, args.data)
         return
     chosen = args.workloads.split(",")
     rounds = 2 if args.quick else args.rounds
@@ -404,7 +434,7 @@ def main():
     report = {"versions": versions(), "throughput": [], "memory": []}
     for workload in ("small", "large"):
         if workload in chosen:
-            report["throughput"].append(throughput(workload, specs[workload], rounds))
+            report["throughput"].append(throughput(workload, specs[workload], rounds, args.quick))
     if "memory" in chosen:
         steps = (20, 60) if args.quick else MEMORY_STEPS
         report["memory"] = memory(["plain", "fast", "recompute", "truncated_k100"], steps)

@@ -310,12 +310,15 @@ def bptt_gradients(
             `"sum_over_time"` (the document's sum over steps, averaged over batch/features).
         strategy: optional `tf.distribute.Strategy` whose scope the model was built in.
         fast: use the hand-derived backward pass for SimpleRNN and LSTM layers
-            (`bptt_keras.fast`; same gradients, less time); False runs plain autodiff through
-            the loop over time, for teaching and debugging.
-        recompute: memory-efficient full BPTT: keep the state only every `recompute` steps
-            and recompute each segment's activations during the backward pass (same
-            gradients; memory grows far slower with `time`, for about one extra forward pass).
-            Full BPTT only: truncation already bounds memory by `k2`.
+            (`bptt_keras.fast`; same gradients, about 3x less time at RNN sizes where step
+            overhead dominates, ~30% more peak memory at T = 4000); False runs plain
+            autodiff through the loop over time, for teaching and debugging.
+        recompute: full BPTT with `tf.recompute_grad` over segments of this many steps:
+            only segment boundaries are kept and each segment is recomputed in the backward
+            pass. Same gradients; but measured on TF 2.21 the graph executor runs the
+            recomputations eagerly, so peak memory does not drop yet
+            (benchmarks/RESULTS.md) — for long sequences prefer truncated BPTT, whose memory
+            is bounded by `k2`. Full BPTT only.
 
     Returns:
         `(loss, grads)`: the loss `L` (a float; truncation changes gradients, not the loss)

@@ -91,17 +91,18 @@ def _simple_rnn(x, h0, kernel, recurrent, bias, capture_at, act, activation):
                 [d_out, d_final, d_captured], [out, final, captured]
             )
             d_seq = _time_major(d_out)
-            d_seq += tf.one_hot(steps - 1, steps, dtype=x.dtype)[:, None, None] * d_final[None]
-            at = tf.one_hot(capture_at - 1, steps, dtype=x.dtype)[:, None, None]
-            d_seq += at * d_captured[None]  # all zeros when capture_at == 0 (added to dh0)
-            if activation == "tanh":
-                slope = 1.0 - tf.square(seq)
-            else:
-                slope = tf.cast(seq > 0, x.dtype)
             das = tf.TensorArray(x.dtype, size=steps, element_shape=h0.shape)
 
             def back(t, carry, das):
-                da = (d_seq[t] + carry) * slope[t]
+                # The final and the captured state's gradients join the carry at their step;
+                # the slope f'(a_t) comes from h_t. Nothing of size (T, B, u) beyond the
+                # stored outputs and the per-step deltas is materialised.
+                g = d_seq[t] + carry
+                g += tf.where(t == steps - 1, d_final, tf.zeros_like(d_final))
+                g += tf.where(t == capture_at - 1, d_captured, tf.zeros_like(d_captured))
+                h = seq[t]
+                slope = 1.0 - tf.square(h) if activation == "tanh" else tf.cast(h > 0, h.dtype)
+                da = g * slope
                 return t - 1, tf.matmul(da, recurrent, transpose_b=True), das.write(t, da)
 
             _, d_h0, das = tf.while_loop(
@@ -169,28 +170,37 @@ def _lstm(x, h0, c0, kernel, recurrent, bias, capture_at):
             d_out, d_h_final, d_c_final, d_h_captured, d_c_captured = _zeros_for_none(
                 list(d_outputs), list(outputs)
             )
-            last = tf.one_hot(steps - 1, steps, dtype=x.dtype)[:, None, None]
-            at = tf.one_hot(capture_at - 1, steps, dtype=x.dtype)[:, None, None]
-            d_h_seq = _time_major(d_out) + last * d_h_final[None] + at * d_h_captured[None]
-            d_c_seq = last * d_c_final[None] + at * d_c_captured[None]
-            c_prev_seq = tf.concat([c0[None], c_seq[:-1]], axis=0)
+            d_h_seq = _time_major(d_out)
             dzs = tf.TensorArray(x.dtype, size=steps, element_shape=xw.shape[1:])
 
             def back(t, dh_carry, dc_carry, dzs):
-                i, f, g, o = tf.split(gate_seq[t], 4, axis=-1)
+                # Final/captured gradients join the carries at their step, and c_(t-1) is
+                # read from the stored states: no extra (T, B, u) tensors in the backward pass.
+                at_end, at_capture = t == steps - 1, t == capture_at - 1
                 dh = d_h_seq[t] + dh_carry
+                dh += tf.where(at_end, d_h_final, tf.zeros_like(d_h_final))
+                dh += tf.where(at_capture, d_h_captured, tf.zeros_like(d_h_captured))
+                dc_in = dc_carry + tf.where(at_end, d_c_final, tf.zeros_like(d_c_final))
+                dc_in += tf.where(at_capture, d_c_captured, tf.zeros_like(d_c_captured))
+                i, f, g, o = tf.split(gate_seq[t], 4, axis=-1)
+                c_prev = tf.where(t > 0, c_seq[tf.maximum(t - 1, 0)], c0)
                 tc = tf.tanh(c_seq[t])
-                dc = d_c_seq[t] + dc_carry + dh * o * (1.0 - tf.square(tc))
+                dc = dc_in + dh * o * (1.0 - tf.square(tc))
                 dz = tf.concat(
                     [
                         dc * g * i * (1.0 - i),
-                        dc * c_prev_seq[t] * f * (1.0 - f),
+                        dc * c_prev * f * (1.0 - f),
                         dc * i * (1.0 - tf.square(g)),
                         dh * tc * o * (1.0 - o),
                     ],
                     axis=-1,
                 )
-                return (t - 1, tf.matmul(dz, recurrent, transpose_b=True), dc * f, dzs.write(t, dz))
+                return (
+                    t - 1,
+                    tf.matmul(dz, recurrent, transpose_b=True),
+                    dc * f,
+                    dzs.write(t, dz),
+                )
 
             _, d_h0, d_c0, dzs = tf.while_loop(
                 lambda t, *_: t >= 0,

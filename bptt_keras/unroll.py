@@ -114,12 +114,12 @@ def forward(
         training: passed to the layers.
         fast: use the hand-derived backward pass (`bptt_keras.fast`) for the layers that
             have one; the others, and a probed layer, use the plain loop.
-        recompute: segment length for memory-efficient BPTT (Gruslys et al. 2016; Chen et
-            al. 2016): only the state at every segment boundary is kept for the backward
-            pass, and each segment's forward pass is recomputed when its gradient is needed,
-            trading one extra forward pass for memory that no longer grows with the stored
-            activations of every step. Needs a static sequence length; the captured state is
-            the final one.
+        recompute: segment length for recomputation (Gruslys et al. 2016; Chen et al.
+            2016): each segment runs under `tf.recompute_grad`, so only the state at every
+            segment boundary is meant to be kept and each segment's forward pass is redone
+            when its gradient is needed. (Measured: TF's graph executor schedules the
+            recomputations early, so the peak does not drop yet; see benchmarks/RESULTS.md.)
+            Needs a static sequence length; the captured state is the final one.
 
     Returns:
         `(y, final_states, captured_states)`, `y` of shape `(batch, time, output_dim)`.
