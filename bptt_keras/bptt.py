@@ -336,14 +336,9 @@ def bptt_gradients(
     >>> loss, grads = bptt_gradients(model, x, y)            # full BPTT
     >>> loss, tbptt = bptt_gradients(model, x, y, k1=5, k2=20)
     """
-    check_choice(loss, name="loss", choices=LOSSES)
-    check_choice(reduction, name="reduction", choices=REDUCTIONS)
-    parts = Parts(model)
-    x, y = _check_xy(parts, x, y, loss)
+    parts, x, y, k1, k2, recompute = _check_run(model, x, y, loss, reduction, k1, k2, recompute)
     batch, steps = x.shape[:2]
-    k1, k2 = check_truncation(k1, k2, steps)
     _check_strategy(strategy, model, batch, name="x.shape[0]")
-    recompute = _check_recompute(recompute, k1, k2, steps)
     key = (loss, reduction, id(strategy), bool(fast), recompute)
     engines = _GRAD_ENGINES.setdefault(model, {})
     if key not in engines:
@@ -373,6 +368,16 @@ def bptt_gradients(
             else [a + b for a, b in zip(grads, block_grads, strict=True)]
         )
     return total / float(norm), grads
+
+
+def _check_run(model, x, y, loss, reduction, k1, k2, recompute):
+    """The checks `bptt_gradients` and `fit` share: model, data, loss, truncation."""
+    check_choice(loss, name="loss", choices=LOSSES)
+    check_choice(reduction, name="reduction", choices=REDUCTIONS)
+    parts = Parts(model)
+    x, y = _check_xy(parts, x, y, loss)
+    k1, k2 = check_truncation(k1, k2, x.shape[1])
+    return parts, x, y, k1, k2, _check_recompute(recompute, k1, k2, x.shape[1])
 
 
 def _check_recompute(recompute, k1: int, k2: int, steps: int) -> int | None:
@@ -514,13 +519,8 @@ def fit(
     >>> bptt_keras.plot_loss_curves(history)
     """
     # ---- validation: everything is checked before anything is traced -------------------
-    check_choice(loss, name="loss", choices=LOSSES)
-    check_choice(reduction, name="reduction", choices=REDUCTIONS)
-    parts = Parts(model)
-    x, y = _check_xy(parts, x, y, loss)
+    parts, x, y, k1, k2, recompute = _check_run(model, x, y, loss, reduction, k1, k2, recompute)
     n, steps = x.shape[:2]
-    k1, k2 = check_truncation(k1, k2, steps)
-    recompute = _check_recompute(recompute, k1, k2, steps)
     epochs = check_int(epochs, name="epochs")
     batch_size = check_int(batch_size, name="batch_size")
     if clipnorm is not None:

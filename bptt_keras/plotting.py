@@ -24,6 +24,17 @@ def _new_axes(ax: Axes | None, figsize=(6.4, 4.0)) -> Axes:
     return figure.add_subplot()
 
 
+def _label(ax: Axes, xlabel: str, ylabel: str, title: str | None) -> Axes:
+    """Axis labels, title, a light grid and the legend: the finish every plot here shares."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    return ax
+
+
 def _history_dict(history) -> dict[str, list[float]]:
     logs = getattr(history, "history", history)
     if not isinstance(logs, Mapping) or not logs:
@@ -76,13 +87,7 @@ def plot_loss_curves(
         ax.plot(epochs, logs[key], style, label=label)
     if log_scale:
         ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    return ax
+    return _label(ax, "epoch", ylabel, title)
 
 
 def plot_forecast(
@@ -139,13 +144,7 @@ def plot_forecast(
         ax.plot(px, py, lw=1.5, label=label)
     if split is not None:
         ax.axvline(split, color="k", ls=":", lw=1, label=split_label)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    return ax
+    return _label(ax, xlabel, ylabel, title)
 
 
 def plot_gradient_norms(
@@ -178,13 +177,8 @@ def plot_gradient_norms(
         x = values.shape[0] - 1 - steps if distance else steps
         ax.plot(x, np.maximum(values, np.finfo(np.float32).tiny), label=label)
     ax.set_yscale("log")
-    ax.set_xlabel("distance to the last step, T - 1 - t (steps)" if distance else "time step t")
-    ax.set_ylabel("||dL/dh_t|| (log scale)")
-    if title:
-        ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    return ax
+    xlabel = "distance to the last step, T - 1 - t (steps)" if distance else "time step t"
+    return _label(ax, xlabel, "||dL/dh_t|| (log scale)", title)
 
 
 def plot_block_plan(
