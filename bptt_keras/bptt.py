@@ -14,6 +14,7 @@ The loss is a per-step loss reduced over the sequence, as in the source document
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import signal
@@ -570,7 +571,7 @@ def fit(
         )
 
     # ---- set-up --------------------------------------------------------------------------
-    scope = strategy.scope() if strategy is not None else _null_scope()
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         if optimizer is None:
             optimizer = keras.optimizers.Adam(learning_rate=1e-3)
@@ -797,11 +798,3 @@ def _evaluate(engine, x, y, batch_size, loss, stateful) -> float:
         total += float(batch_total)
         count += _normaliser("mse", "mean", size, x.shape[1], features)
     return total / max(count, 1)
-
-
-class _null_scope:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

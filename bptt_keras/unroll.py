@@ -131,22 +131,15 @@ def forward(
             finals.append(final)
             captured.append(final)
             continue
-        if fast and i != probe_layer and fast_path.supports(layer):
-            at = tf.shape(h)[1] if capture_at is None else capture_at
-            if isinstance(layer, keras.layers.LSTM):
-                h, final, capt = fast_path.lstm_layer(layer, h, *layer_states, at)
-            else:
-                h, final, capt = fast_path.simple_rnn_layer(layer, h, layer_states[0], at)
-                final, capt = [final], [capt]
-        else:
-            h, final, capt = run_layer(
-                layer,
-                h,
-                layer_states,
-                capture_at=capture_at,
-                probe=probe if i == probe_layer else None,
-                training=training,
-            )
+        h, final, capt = _one_layer(
+            layer,
+            h,
+            layer_states,
+            capture_at=capture_at,
+            probe=probe if i == probe_layer else None,
+            fast=fast,
+            training=training,
+        )
         finals.append(final)
         captured.append(capt)
     for layer in parts.per_step:
@@ -154,17 +147,20 @@ def forward(
     return h, finals, captured
 
 
-def _layer_chunk(layer, x, states, fast, training):
-    """One layer over one chunk from `states`: `(outputs, final states)`."""
-    if fast and fast_path.supports(layer):
-        steps = tf.shape(x)[1]
+def _one_layer(layer, x, states, *, capture_at=None, probe=None, fast=False, training=False):
+    """One recurrent layer over a chunk: the fast path where it applies (never for a probed
+    layer, whose states must stay on the tape), else the plain loop.
+
+    Returns:
+        `(outputs, final states, captured states)`, as `run_layer`.
+    """
+    if fast and probe is None and fast_path.supports(layer):
+        at = tf.shape(x)[1] if capture_at is None else capture_at
         if isinstance(layer, keras.layers.LSTM):
-            out, final, _ = fast_path.lstm_layer(layer, x, *states, steps)
-            return out, final
-        out, final, _ = fast_path.simple_rnn_layer(layer, x, states[0], steps)
-        return out, [final]
-    out, final, _ = run_layer(layer, x, states, training=training)
-    return out, final
+            return fast_path.lstm_layer(layer, x, *states, at)
+        out, final, captured = fast_path.simple_rnn_layer(layer, x, states[0], at)
+        return out, [final], [captured]
+    return run_layer(layer, x, states, capture_at=capture_at, probe=probe, training=training)
 
 
 def _recomputed_layer(layer, x, states, segment, fast, training):
@@ -174,7 +170,7 @@ def _recomputed_layer(layer, x, states, segment, fast, training):
         raise ValueError("`recompute` needs a static sequence length.")
 
     def segment_fn(chunk, *chunk_states):
-        out, final = _layer_chunk(layer, chunk, list(chunk_states), fast, training)
+        out, final, _ = _one_layer(layer, chunk, list(chunk_states), fast=fast, training=training)
         return (out, *final)
 
     run_segment = tf.recompute_grad(segment_fn)
