@@ -10,6 +10,11 @@ The loss is a per-step loss reduced over the sequence, as in the source document
 
     reduction="mean":           L = 1/(B*T*F) * sum_{b,t,f} l(yhat[b,t,f], y[b,t,f])   (Keras' mse)
     reduction="sum_over_time":  L = 1/(B*F)   * sum_{b,t,f} l(...)                      (= T * mean)
+
+With per-step weights `w[b, t]` (`sample_weight`: a mask of the steps that are scored, as in
+the adding problem, whose only target is at the last step) each term is multiplied by
+`w[b, t]`, and "mean" divides by `F * sum(w)` instead of `B*T*F`: the weighted mean over the
+scored steps. Without weights, `w = 1` and both definitions agree.
 """
 
 from __future__ import annotations
@@ -109,6 +114,24 @@ def _check_xy(parts: Parts, x, y, loss: str, *, x_name="x", y_name="y"):
     return x, y.astype(np.int32)
 
 
+def _check_weights(weights, shape: tuple[int, int], *, name: str = "sample_weight") -> np.ndarray:
+    """Per-step weights `(batch, time)` (None: all ones), non-negative, not all zero."""
+    if weights is None:
+        return np.ones(shape, np.float32)
+    weights = as_float_array(weights, name=name, ranks=(2,))
+    if weights.shape != tuple(shape):
+        raise ValueError(
+            f"`{name}` holds one weight per sequence and step: expected shape {tuple(shape)} "
+            f"(batch, time). Received shape {weights.shape}"
+        )
+    if weights.min() < 0 or not weights.any():
+        raise ValueError(
+            f"`{name}` must be non-negative with at least one positive entry. Received values "
+            f"in [{weights.min()}, {weights.max()}]"
+        )
+    return weights
+
+
 def _normaliser(loss: str, reduction: str, batch: int, steps: int, features: int) -> int:
     """The constant `N` of `L = sum(elements) / N` for `batch` rows and `steps` loss steps."""
     per_step = features if loss == "mse" else 1
@@ -174,7 +197,7 @@ class _Engine:
         return self.strategy.experimental_local_results(value)[0]
 
     # -- compiled steps ---------------------------------------------------------------
-    def _replica_block(self, x, y, states, start, loss_start, capture, norm, length, loss_len):
+    def _replica_block(self, x, y, w, states, start, loss_start, capture, norm, length, loss_len):
         """Loss sum and gradients of one block on one replica, summed over replicas."""
         dtype = self.parts.dtype
 
@@ -188,13 +211,13 @@ class _Engine:
                 fast=self.fast,
                 recompute=self.recompute,
             )
-            total = tf.reduce_sum(
-                _elements(
-                    self.loss,
-                    _window(y, loss_start, loss_len),
-                    _window(yhat, loss_start - start, loss_len),
-                )
+            elements = _elements(
+                self.loss,
+                _window(y, loss_start, loss_len),
+                _window(yhat, loss_start - start, loss_len),
             )
+            weights = tf.cast(_window(w, loss_start, loss_len), dtype)[..., None]
+            total = tf.reduce_sum(elements * weights)
             return total / tf.cast(norm, dtype), (total, finals, captured)
 
         _, (total, finals, captured), grads = value_and_grad(loss_fn, self.variables)
@@ -203,17 +226,17 @@ class _Engine:
         total = context.all_reduce(tf.distribute.ReduceOp.SUM, total)
         return total, grads, finals, captured
 
-    def _grad_step(self, x, y, states, start, loss_start, capture, norm, length, loss_len):
+    def _grad_step(self, x, y, w, states, start, loss_start, capture, norm, length, loss_len):
         total, grads, _, captured = self.strategy.run(
             self._replica_block,
-            args=(x, y, states, start, loss_start, capture, norm, length, loss_len),
+            args=(x, y, w, states, start, loss_start, capture, norm, length, loss_len),
         )
         return self._first(total), [self._first(g) for g in grads], captured
 
-    def _train_step(self, x, y, states, start, loss_start, capture, norm, length, loss_len):
-        def replica(x, y, states):
+    def _train_step(self, x, y, w, states, start, loss_start, capture, norm, length, loss_len):
+        def replica(x, y, w, states):
             total, grads, finals, captured = self._replica_block(
-                x, y, states, start, loss_start, capture, norm, length, loss_len
+                x, y, w, states, start, loss_start, capture, norm, length, loss_len
             )
             grad_norm = tf.linalg.global_norm(grads)
             finite = tf.math.is_finite(grad_norm) & tf.math.is_finite(total)
@@ -227,7 +250,7 @@ class _Engine:
             return total, grad_norm, finite, grads, finals, captured
 
         total, grad_norm, finite, grads, finals, captured = self.strategy.run(
-            replica, args=(x, y, states)
+            replica, args=(x, y, w, states)
         )
         finite = self._first(finite)
 
@@ -252,16 +275,17 @@ class _Engine:
         )
         return stats, finals, captured
 
-    def _eval_step(self, x, y, states):
-        def replica(x, y, states):
+    def _eval_step(self, x, y, w, states):
+        def replica(x, y, w, states):
             yhat, finals, _ = forward(
                 self.parts, tf.cast(x, self.parts.dtype), states, fast=self.fast
             )
-            total = tf.reduce_sum(_elements(self.loss, y, yhat))
+            weights = tf.cast(w, yhat.dtype)[..., None]
+            total = tf.reduce_sum(_elements(self.loss, y, yhat) * weights)
             context = tf.distribute.get_replica_context()
             return context.all_reduce(tf.distribute.ReduceOp.SUM, total), finals
 
-        total, finals = self.strategy.run(replica, args=(x, y, states))
+        total, finals = self.strategy.run(replica, args=(x, y, w, states))
         return self._first(total), finals
 
 
@@ -296,6 +320,7 @@ def bptt_gradients(
     strategy: tf.distribute.Strategy | None = None,
     fast: bool = True,
     recompute: int | None = None,
+    sample_weight=None,
 ) -> tuple[float, list[np.ndarray]]:
     """The loss and its (truncated) BPTT gradient at the model's current weights.
 
@@ -320,6 +345,9 @@ def bptt_gradients(
             recomputations eagerly, so peak memory does not drop yet
             (benchmarks/RESULTS.md) — for long sequences prefer truncated BPTT, whose memory
             is bounded by `k2`. Full BPTT only.
+        sample_weight: optional `(batch, time)` non-negative weight of each step's loss, e.g.
+            a 0/1 mask of the scored steps; "mean" then divides by the sum of the weights
+            (times the features) — see the module docstring.
 
     Returns:
         `(loss, grads)`: the loss `L` (a float; truncation changes gradients, not the loss)
@@ -339,6 +367,7 @@ def bptt_gradients(
     """
     parts, x, y, k1, k2, recompute = _check_run(model, x, y, loss, reduction, k1, k2, recompute)
     batch, steps = x.shape[:2]
+    w = _check_weights(sample_weight, (batch, steps))
     _check_strategy(strategy, model, batch, name="x.shape[0]")
     key = (loss, reduction, id(strategy), bool(fast), recompute)
     engines = _GRAD_ENGINES.setdefault(model, {})
@@ -353,13 +382,14 @@ def bptt_gradients(
         )
     engine = engines[key]
     features = y.shape[-1] if loss == "mse" else 1
-    norm = tf.constant(_normaliser(loss, reduction, batch, steps, features), tf.float32)
+    norm = tf.constant(_weighted_normaliser(loss, reduction, w, features), tf.float32)
     xs, ys, states = engine.distribute(x), engine.distribute(y), engine.zero_states(batch)
+    ws = engine.distribute(w)
     total, grads = 0.0, None
     for block in plan_blocks(steps, k1, k2):
         positions, lengths = _scalars(block)
         block_total, block_grads, states = engine.grad_fn(
-            xs, ys, states, *positions, norm, *lengths
+            xs, ys, ws, states, *positions, norm, *lengths
         )
         total += float(block_total)
         block_grads = [g.numpy() for g in block_grads]
@@ -369,6 +399,18 @@ def bptt_gradients(
             else [a + b for a, b in zip(grads, block_grads, strict=True)]
         )
     return total / float(norm), grads
+
+
+def _weighted_normaliser(loss: str, reduction: str, weights: np.ndarray, features: int) -> float:
+    """`N` of `L = sum(w * elements) / N` over the steps whose weights are given `(rows, steps)`.
+
+    Without weights (all ones) this is `_normaliser`; a block whose weights are all zero has
+    no loss, and `N = 1` keeps its (zero) gradient finite.
+    """
+    per_step = features if loss == "mse" else 1
+    if reduction == "mean":
+        return float(weights.sum()) * per_step if weights.any() else 1.0
+    return float(weights.shape[0] * per_step)
 
 
 def _check_run(model, x, y, loss, reduction, k1, k2, recompute):
@@ -463,6 +505,7 @@ def fit(
     strategy: tf.distribute.Strategy | None = None,
     fast: bool = True,
     recompute: int | None = None,
+    sample_weight=None,
     verbose: int = 1,
 ) -> keras.callbacks.History:
     """Trains `model` with full or truncated BPTT in a custom `GradientTape` loop.
@@ -484,7 +527,8 @@ def fit(
         optimizer: a Keras optimizer; default `Adam(learning_rate=1e-3)`.
         clipnorm: clip the global gradient norm to this value (Pascanu et al. 2013).
         loss, reduction: see `bptt_gradients`.
-        validation_data: optional `(x_val, y_val)`, scored with full forward passes.
+        validation_data: optional `(x_val, y_val)` or `(x_val, y_val, w_val)`, scored with
+            full forward passes (weighted by `w_val` like `sample_weight`).
         callbacks: Keras callbacks (`EarlyStopping`, `CSVLogger`, `TerminateOnNaN`,
             `ModelCheckpoint`, `TensorBoard`, ...); their hooks receive `logs`.
         shuffle: reshuffle sequences every epoch (order from `seed` and the epoch number, so
@@ -499,6 +543,8 @@ def fit(
         fast: hand-derived backward pass where available (see `bptt_gradients`).
         recompute: memory-efficient full BPTT with this segment length (see
             `bptt_gradients`).
+        sample_weight: optional `(n, time)` per-step loss weights (see `bptt_gradients`):
+            e.g. a mask that scores only the last step. Reported losses are weighted means.
         verbose: 0 silent, 1 progress bar, 2 one line per epoch.
 
     Returns:
@@ -522,6 +568,8 @@ def fit(
     # ---- validation: everything is checked before anything is traced -------------------
     parts, x, y, k1, k2, recompute = _check_run(model, x, y, loss, reduction, k1, k2, recompute)
     n, steps = x.shape[:2]
+    weighted = sample_weight is not None
+    w = _check_weights(sample_weight, (n, steps))
     epochs = check_int(epochs, name="epochs")
     batch_size = check_int(batch_size, name="batch_size")
     if clipnorm is not None:
@@ -561,13 +609,22 @@ def fit(
             "strategy a partial batch cannot be split over replicas."
         )
     if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
             raise TypeError(
-                f"`validation_data` must be a pair (x_val, y_val). "
-                f"Received: {describe(validation_data)}"
+                "`validation_data` must be a pair (x_val, y_val) or a triple (x_val, y_val, "
+                f"w_val). Received: {describe(validation_data)}"
             )
         x_val, y_val = _check_xy(
-            parts, *validation_data, loss, x_name="validation_data[0]", y_name="validation_data[1]"
+            parts,
+            *validation_data[:2],
+            loss,
+            x_name="validation_data[0]",
+            y_name="validation_data[1]",
+        )
+        w_val = _check_weights(
+            validation_data[2] if len(validation_data) == 3 else None,
+            x_val.shape[:2],
+            name="validation_data[2]",
         )
 
     # ---- set-up --------------------------------------------------------------------------
@@ -594,10 +651,20 @@ def fit(
     block_scalars = [_scalars(b) for b in blocks]
 
     @functools.cache
-    def norm(rows: int, index: int) -> tf.Tensor:  # one constant per batch size and block
+    def unweighted_norm(rows: int, index: int) -> tf.Tensor:  # one per batch size and block
         block = blocks[index]
         count = _normaliser(loss, reduction, rows, block.end - block.loss_start, features)
         return tf.constant(count, tf.float32)
+
+    def norm(rows: np.ndarray, index: int) -> tf.Tensor:
+        if not weighted:
+            return unweighted_norm(len(rows), index)
+        block = blocks[index]
+        scored = w[rows, block.loss_start : block.end]
+        return tf.constant(_weighted_normaliser(loss, reduction, scored, features), tf.float32)
+
+    def scored_count(rows: np.ndarray, block) -> float:  # denominator of the reported loss
+        return float(w[rows, block.loss_start : block.end].sum()) * features
 
     @functools.cache
     def zeros(rows: int):  # zero states, made once per batch size
@@ -619,7 +686,8 @@ def fit(
         "k2": k2,
         "loss": loss,
         "reduction": reduction,
-        "weights": [list(w.shape) for w in model.get_weights()],
+        "weights": [list(v.shape) for v in model.get_weights()],
+        "sample_weight_sum": float(w.sum()),
     }
 
     history = keras.callbacks.History()
@@ -702,12 +770,13 @@ def fit(
                 callback_list.on_train_batch_begin(step)
                 rows = order[step * batch_size : (step + 1) * batch_size]
                 xb, yb = engine.distribute(x[rows]), engine.distribute(y[rows])
+                wb = engine.distribute(w[rows])
                 states = carried if stateful else zeros(len(rows))
                 for index, (block, (positions, lengths)) in enumerate(
                     zip(blocks, block_scalars, strict=True)
                 ):
                     stats, finals, states = engine.train_fn(
-                        xb, yb, states, *positions, norm(len(rows), index), *lengths
+                        xb, yb, wb, states, *positions, norm(rows, index), *lengths
                     )
                     total, grad_norm, finite = stats.numpy()  # the one host sync per update
                     if not finite:
@@ -721,9 +790,7 @@ def fit(
                         )
                         return _finish(callback_list, logs, history, engine)
                     accum["loss_sum"] += float(total)
-                    accum["count"] += _normaliser(
-                        "mse", "mean", len(rows), block.end - block.loss_start, features
-                    )
+                    accum["count"] += scored_count(rows, block)
                     accum["grad_norm_sum"] += float(grad_norm)
                     accum["updates"] += 1
                 if stateful:
@@ -747,7 +814,7 @@ def fit(
             }
             if validation_data is not None:
                 logs["val_loss"] = scale * _evaluate(
-                    engine, x_val, y_val, batch_size, loss, stateful
+                    engine, x_val, y_val, w_val, batch_size, loss, stateful
                 )
             callback_list.on_epoch_end(epoch, logs)
             if checkpoint_dir is not None:
@@ -773,8 +840,8 @@ def _stop_interrupted(callback_list, logs, epoch, step, checkpoint_dir):
     raise KeyboardInterrupt(f"Training interrupted at epoch {epoch + 1}, step {step + 1}.{where}")
 
 
-def _evaluate(engine, x, y, batch_size, loss, stateful) -> float:
-    """Mean per-element validation loss with full forward passes."""
+def _evaluate(engine, x, y, w, batch_size, loss, stateful) -> float:
+    """Weighted mean per-element validation loss with full forward passes."""
     parts, n = engine.parts, x.shape[0]
     features = y.shape[-1] if loss == "mse" else 1
     total, count = 0.0, 0
@@ -792,9 +859,12 @@ def _evaluate(engine, x, y, batch_size, loss, stateful) -> float:
             break
         start = states if stateful else engine.zero_states(size)
         batch_total, finals = engine.eval_fn(
-            engine.distribute(x[rows]), engine.distribute(y[rows]), start
+            engine.distribute(x[rows]),
+            engine.distribute(y[rows]),
+            engine.distribute(w[rows]),
+            start,
         )
         states = finals if stateful else None
         total += float(batch_total)
-        count += _normaliser("mse", "mean", size, x.shape[1], features)
+        count += float(w[rows].sum()) * features
     return total / max(count, 1)

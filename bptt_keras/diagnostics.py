@@ -14,7 +14,15 @@ import numpy as np
 import tensorflow as tf
 
 from bptt_keras._validation import check_choice, describe
-from bptt_keras.bptt import LOSSES, REDUCTIONS, _check_xy, _elements, _normaliser, value_and_grad
+from bptt_keras.bptt import (
+    LOSSES,
+    REDUCTIONS,
+    _check_weights,
+    _check_xy,
+    _elements,
+    _weighted_normaliser,
+    value_and_grad,
+)
 from bptt_keras.unroll import Parts, forward
 
 
@@ -41,6 +49,7 @@ def gradient_norms_through_time(
     layer: int | str | None = None,
     loss: str = "mse",
     reduction: str = "mean",
+    sample_weight=None,
 ) -> np.ndarray:
     """The norm of the total derivative dL/dh_t for every step t of one recurrent layer.
 
@@ -54,7 +63,8 @@ def gradient_norms_through_time(
         x: `(batch, time, input_dim)`.
         y: targets aligned with `x`.
         layer: recurrent layer index or name (default: the first).
-        loss, reduction: as in `bptt_gradients`.
+        loss, reduction, sample_weight: as in `bptt_gradients` (a weight only on the last
+            step makes `dL/dh_t` the gradient that travels `time - 1 - t` steps back).
 
     Returns:
         float64 array `(time,)`: the Frobenius norm over batch and units of dL/dh_t.
@@ -70,12 +80,13 @@ def gradient_norms_through_time(
     x, y = _check_xy(parts, x, y, loss)
     index = _layer_index(parts, layer)
     batch, steps = x.shape[:2]
+    w = _check_weights(sample_weight, (batch, steps))
     features = y.shape[-1] if loss == "mse" else 1
-    norm = _normaliser(loss, reduction, batch, steps, features)
+    norm = _weighted_normaliser(loss, reduction, w, features)
     units = parts.recurrent[index].cell.units
 
     @tf.function
-    def probe_gradient(x, y):
+    def probe_gradient(x, y, w):
         probe = tf.zeros((steps, batch, units), parts.dtype)
 
         def fn():
@@ -86,12 +97,14 @@ def gradient_norms_through_time(
                 probe_layer=index,
                 probe=probe,
             )
-            return tf.reduce_sum(_elements(loss, y, yhat)) / norm, ()
+            elements = _elements(loss, y, yhat) * tf.cast(w, yhat.dtype)[..., None]
+            return tf.reduce_sum(elements) / norm, ()
 
         _, _, (grad,) = value_and_grad(fn, [probe])
         return grad  # (time, batch, units)
 
-    grad = probe_gradient(tf.constant(x), tf.constant(y)).numpy().astype(np.float64)
+    grad = probe_gradient(tf.constant(x), tf.constant(y), tf.constant(w)).numpy()
+    grad = grad.astype(np.float64)
     return np.linalg.norm(grad.reshape(steps, -1), axis=1)
 
 

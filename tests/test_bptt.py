@@ -419,3 +419,99 @@ def test_fit_rejects_bad_settings():
         with pytest.raises((ValueError, TypeError)) as info:
             call()
         assert words in str(info.value), (words, str(info.value))
+
+
+# ---- per-step loss weights (masks) -----------------------------------------------------
+
+
+def _last_step_mask(batch, steps):
+    mask = np.zeros((batch, steps), np.float32)
+    mask[:, -1] = 1.0
+    return mask
+
+
+@pytest.mark.parametrize("cell", ["simple_rnn", "lstm", "gru"])
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
+def test_last_step_mask_equals_keras_tape_on_the_last_step(cell, fast):
+    model = bk.build_model(cell, 5, input_dim=2, seed=4)
+    x, y = _data(batch=4, steps=11)
+    loss, grads = bk.bptt_gradients(model, x, y, sample_weight=_last_step_mask(4, 11), fast=fast)
+    with tf.GradientTape() as tape:  # independent: Keras' loop, loss on the last step only
+        reference = keras.losses.MeanSquaredError()(y[:, -1], model(x)[:, -1])
+    ref_grads = tape.gradient(reference, model.trainable_variables)
+    assert loss == pytest.approx(float(reference), rel=1e-5)
+    for got, ref in zip(grads, ref_grads, strict=True):
+        np.testing.assert_allclose(got, ref.numpy(), rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("k1, k2", [(None, None), (4, 4), (3, 7)])
+def test_unit_weights_change_nothing_and_scaling_weights_keeps_the_weighted_mean(k1, k2):
+    model = bk.build_model("simple_rnn", 4, input_dim=2, seed=6)
+    x, y = _data(batch=3, steps=12)
+    base_loss, base = bk.bptt_gradients(model, x, y, k1=k1, k2=k2)
+    ones_loss, ones = bk.bptt_gradients(model, x, y, k1=k1, k2=k2, sample_weight=np.ones((3, 12)))
+    twos_loss, twos = bk.bptt_gradients(
+        model, x, y, k1=k1, k2=k2, sample_weight=np.full((3, 12), 2.0)
+    )
+    assert ones_loss == pytest.approx(base_loss, rel=1e-6)
+    assert twos_loss == pytest.approx(base_loss, rel=1e-6)
+    for a, b, c in zip(base, ones, twos, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-8)
+        np.testing.assert_allclose(c, a, rtol=1e-5, atol=1e-8)
+
+
+def test_truncated_gradient_of_a_masked_loss_agrees_across_paths_and_differs_from_full():
+    # With the loss on the last step only, TBPTT(k) back-propagates through the last k steps
+    # only, so its recurrent gradient differs from full BPTT's; fast and plain paths agree.
+    model = bk.build_model("simple_rnn", 4, input_dim=1, seed=7)
+    x, y = _data(batch=2, steps=12, in_dim=1)
+    mask = _last_step_mask(2, 12)
+    _, full = bk.bptt_gradients(model, x, y, sample_weight=mask)
+    _, cut = bk.bptt_gradients(model, x, y, k1=4, k2=4, sample_weight=mask)
+    _, last_block = bk.bptt_gradients(model, x, y, k1=4, k2=4, sample_weight=mask, fast=False)
+    assert _rel_err(cut[1], full[1]) > 1e-3  # the recurrent kernel's gradient differs
+    for a, b in zip(cut, last_block, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_fit_with_a_mask_is_sgd_on_the_masked_gradient_and_reports_the_masked_loss():
+    model = bk.build_model("lstm", 4, input_dim=2, seed=8)
+    x, y = _data(batch=4, steps=9)
+    mask = _last_step_mask(4, 9)
+    before = model.get_weights()
+    loss, grads = bk.bptt_gradients(model, x, y, sample_weight=mask)
+    history = bk.fit(
+        model,
+        x,
+        y,
+        batch_size=4,
+        optimizer=keras.optimizers.SGD(0.1),
+        shuffle=False,
+        sample_weight=mask,
+        validation_data=(x, y, mask),
+        verbose=0,
+    )
+    assert history.history["loss"][0] == pytest.approx(loss, rel=1e-5)
+    for w0, g, w1 in zip(before, grads, model.get_weights(), strict=True):
+        np.testing.assert_allclose(w1, w0 - 0.1 * g, rtol=1e-5, atol=1e-7)
+    after = float(np.mean((model.predict(x, verbose=0)[:, -1] - y[:, -1]) ** 2))
+    assert history.history["val_loss"][0] == pytest.approx(after, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    "weights, words",
+    [
+        (np.ones((3, 11)), ["sample_weight", "(3, 12)", "(3, 11)"]),
+        (-np.ones((3, 12)), ["sample_weight", "non-negative"]),
+        (np.zeros((3, 12)), ["sample_weight", "positive"]),
+        ("mask", ["sample_weight", "'mask'"]),
+    ],
+)
+def test_bad_sample_weight_is_refused_with_a_clear_error(weights, words):
+    model = bk.build_model("simple_rnn", 3, input_dim=2, seed=0)
+    x, y = _data(batch=3, steps=12)
+    for call in (bk.bptt_gradients, bk.fit):
+        with pytest.raises((ValueError, TypeError)) as err:
+            call(model, x, y, sample_weight=weights)
+        for word in words:
+            assert word in str(err.value)
