@@ -4,6 +4,8 @@
     bptt-keras train --cell lstm --epochs 100 --out runs/lstm
     bptt-keras train --csv my.csv --column value --window 48
     bptt-keras train --k1 5 --k2 10 --clipnorm 1.0 --checkpoint-dir ck   # truncated BPTT
+    bptt-keras reproduce --list                          # the experiments
+    bptt-keras reproduce adding --quick --out runs/adding
 
 Bad options and bad data end with a one-line `bptt-keras: error: ...` and exit status 2,
 before anything is written.
@@ -95,6 +97,26 @@ def _parser() -> argparse.ArgumentParser:
         help="run directory to create (must not exist); omitted: runs/train-<cell>-<time>",
     )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    reproduce = commands.add_parser(
+        "reproduce",
+        help="rerun one of the experiments (vanishing gradients, adding, copy, ...)",
+        description="Run one experiment and write its run directory: results tables (CSV and "
+        "Markdown, published figures beside measured ones), plots (PNG), config.json and a "
+        "README.md. `--list` shows the experiments.",
+        formatter_class=_Formatter,
+    )
+    reproduce.add_argument("name", nargs="?", help="experiment to run (see --list)")
+    reproduce.add_argument("--list", action="store_true", help="list the experiments and exit")
+    reproduce.add_argument(
+        "--quick", action="store_true", help="the minutes-sized version (as the tests run it)"
+    )
+    reproduce.add_argument(
+        "--out",
+        default=None,
+        help="run directory to create (must not exist); omitted: runs/reproduce-<name>-<time>",
+    )
+    reproduce.add_argument("--seed", type=int, default=0, help="seed of data, weights, order")
     return parser
 
 
@@ -110,6 +132,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "reproduce":
+        return _reproduce(args)
+    return _train(args)
+
+
+def _reproduce(args) -> int:
+    # Imported here: `bptt-keras train` should not pay for the experiments' imports.
+    from bptt_keras.experiments import EXPERIMENTS, run_experiment
+
+    if args.list:
+        width = max(len(name) for name in EXPERIMENTS)
+        for name, experiment in EXPERIMENTS.items():
+            print(f"{name:<{width}}  {experiment.summary}")
+        return 0
+    if args.name is None:
+        return _fail(
+            "reproduce needs an experiment name; `bptt-keras reproduce --list` lists them."
+        )
+    if args.name not in EXPERIMENTS:
+        return _fail(f"unknown experiment {args.name!r}; choose one of: {', '.join(EXPERIMENTS)}.")
+    if args.seed < 0:
+        return _fail(f"--seed must be >= 0. Received: {args.seed}")
+    out = Path(args.out or f"runs/reproduce-{args.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if out.exists():
+        return _fail(f"--out {str(out)!r} already exists; choose a new directory.")
+    try:
+        report = run_experiment(args.name, quick=args.quick, out=out, seed=args.seed)
+    except KeyboardInterrupt:
+        print(f"bptt-keras: interrupted; {out}/ is incomplete (no README.md).", file=sys.stderr)
+        return 130
+    print((report.out / "README.md").read_text().split("\n\n")[1])
+    print(f"wrote {out}/: {', '.join(sorted(report.files))}")
+    return 0
+
+
+def _train(args) -> int:
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     out = Path(args.out or f"runs/train-{config.cell}-{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists():

@@ -92,3 +92,104 @@ def delayed_echo_losses(length: int, lag: int) -> dict[str, float]:
         `{"remembers": 0.0, "forgets": (length - lag) / length}`.
     """
     return {"remembers": 0.0, "forgets": (length - lag) / length}
+
+
+ADDING_BASELINE_MSE = 1.0 / 6.0
+"""MSE of always predicting 1, the mean of the target: Var(u1 + u2) = 2/12 for u ~ U(0, 1)."""
+
+
+def adding_problem(
+    n: int, length: int, *, seed: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The adding problem: sum the two marked numbers of a long sequence.
+
+    Two input channels per step (Hochreiter & Schmidhuber 1997, the variant of Le, Jaitly &
+    Hinton 2015 and Arjovsky, Shah & Bengio 2016):
+
+        values   0.31 0.86 0.05 0.72 0.44 0.97 ...   U(0, 1)
+        markers  0    1    0    0    0    1    ...   one 1 in each half of the sequence
+        target at the last step: 0.86 + 0.97 (nothing is scored before it)
+
+    The target's mean is 1 and its variance 2/12, so a model that ignores the inputs scores
+    MSE 1/6 (`ADDING_BASELINE_MSE`); beating it needs a memory of `length/2` steps or more.
+
+    Args:
+        n: number of sequences.
+        length: steps per sequence (`>= 2`).
+        seed: NumPy generator seed.
+
+    Returns:
+        `(x, y, mask)`: `x` float32 `(n, length, 2)`, `y` float32 `(n, length, 1)` (the sum at
+        the last step, 0 elsewhere), `mask` float32 `(n, length)` (1 at the last step only: use
+        it as `sample_weight`).
+
+    Example:
+
+    >>> x, y, mask = adding_problem(1000, 100, seed=0)
+    >>> fit(model, x, y, sample_weight=mask)
+    """
+    n = check_int(n, name="n")
+    length = check_int(length, name="length", minimum=2)
+    rng = np.random.default_rng(seed)
+    values = rng.uniform(0.0, 1.0, size=(n, length))
+    half = length // 2
+    first = rng.integers(0, half, size=n)
+    second = rng.integers(half, length, size=n)
+    markers = np.zeros((n, length))
+    rows = np.arange(n)
+    markers[rows, first] = markers[rows, second] = 1.0
+    x = np.stack([values, markers], axis=-1).astype(np.float32)
+    y = np.zeros((n, length, 1), np.float32)
+    y[:, -1, 0] = values[rows, first] + values[rows, second]
+    mask = np.zeros((n, length), np.float32)
+    mask[:, -1] = 1.0
+    return x, y, mask
+
+
+COPY_SYMBOLS = 8
+"""Data symbols of the copy task (classes 1..8; class 0 is the blank, 9 the delimiter)."""
+
+
+def copy_baseline_loss(delay: int, *, copied: int = 10, symbols: int = COPY_SYMBOLS) -> float:
+    """Cross-entropy of the memoryless strategy on `copy_memory` (Arjovsky et al. 2016):
+    blanks predicted perfectly, then a uniform guess over `symbols` for each copied symbol,
+    averaged over all `delay + 2 * copied` steps: `copied * log(symbols) / (delay + 2 copied)`.
+    """
+    return copied * float(np.log(symbols)) / (delay + 2 * copied)
+
+
+def copy_memory(
+    n: int, delay: int, *, copied: int = 10, seed: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The copy-memory task: read `copied` symbols, wait `delay` steps, write them back.
+
+    Arjovsky, Shah & Bengio 2016, section 4.1 (classes: 0 blank, 1..8 symbols, 9 delimiter):
+
+        input    3 7 1 ... 5 | 0 0 ... 0 9 | 0 0 ... 0       copied + delay + copied steps
+        target   0 0 0 ... 0 | 0 0 ... 0 0 | 3 7 1 ... 5
+                 (copied)      (delay; the delimiter at its last step)
+
+    Args:
+        n: number of sequences.
+        delay: blank steps between the symbols and the recall (`T` in the paper), `>= 1`.
+        copied: symbols to copy (10 in the paper).
+        seed: NumPy generator seed.
+
+    Returns:
+        `(x, y)`: `x` float32 one-hot `(n, delay + 2 copied, 10)`, `y` int32 classes
+        `(n, delay + 2 copied)` in `[0, 9)` for `loss="sparse_categorical_crossentropy"` with
+        `output_dim=9`. The memoryless baseline is `copy_baseline_loss(delay)`.
+    """
+    n = check_int(n, name="n")
+    delay = check_int(delay, name="delay")
+    copied = check_int(copied, name="copied")
+    rng = np.random.default_rng(seed)
+    length = delay + 2 * copied
+    symbols = rng.integers(1, COPY_SYMBOLS + 1, size=(n, copied))
+    tokens = np.zeros((n, length), np.int64)
+    tokens[:, :copied] = symbols
+    tokens[:, copied + delay - 1] = COPY_SYMBOLS + 1  # the delimiter: "write now"
+    y = np.zeros((n, length), np.int32)
+    y[:, -copied:] = symbols
+    x = np.eye(COPY_SYMBOLS + 2, dtype=np.float32)[tokens]
+    return x, y

@@ -1,0 +1,118 @@
+"""Shared pieces of the training experiments: model specs, a learning curve, its plot."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from matplotlib.figure import Figure
+
+from bptt_keras.bptt import fit
+from bptt_keras.models import build_model
+
+MODELS = {
+    "tanh RNN": {"cell": "simple_rnn", "init": "orthogonal"},
+    "IRNN": {"cell": "simple_rnn", "init": "irnn"},
+    "LSTM": {"cell": "lstm", "init": "default"},
+    "GRU": {"cell": "gru", "init": "default"},
+}
+"""The models the long-range tasks compare (IRNN: Le, Jaitly & Hinton 2015)."""
+
+
+def make_model(name: str, units: int, *, input_dim: int, output_dim: int, seed: int):
+    spec = MODELS[name]
+    return build_model(
+        spec["cell"],
+        units,
+        input_dim=input_dim,
+        output_dim=output_dim,
+        init=spec["init"],
+        seed=seed,
+    )
+
+
+def score(model: keras.Model, data: tuple, *, loss: str) -> float:
+    """Weighted mean loss of `model` on `(x, y[, w])`, as the engine's `val_loss` defines it."""
+    x, y, *w = data
+    yhat = model.predict(x, batch_size=256, verbose=0).astype(np.float64)
+    if loss == "mse":
+        elements = np.mean((yhat - y) ** 2, axis=-1)
+    else:  # sparse categorical cross-entropy of integer targets against logits
+        shifted = yhat - yhat.max(axis=-1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+        elements = -np.take_along_axis(log_probs, y[..., None].astype(int), axis=-1)[..., 0]
+    weights = w[0] if w else np.ones(elements.shape)
+    return float((elements * weights).sum() / weights.sum())
+
+
+def learning_curve(
+    model: keras.Model,
+    train: tuple,
+    val: tuple,
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    clipnorm: float | None,
+    loss: str,
+    seed: int,
+    k1: int | None = None,
+    k2: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Trains with the BPTT engine and scores the held-out set before and after every epoch.
+
+    Args:
+        train, val: `(x, y)` or `(x, y, sample_weight)`.
+
+    Returns:
+        `(updates, val_loss)`: arrays of length `epochs + 1` (the first entry is before
+        training).
+    """
+    x, y, *w = train
+    initial = score(model, val, loss=loss)
+    history = fit(
+        model,
+        x,
+        y,
+        epochs=epochs,
+        batch_size=batch_size,
+        k1=k1,
+        k2=k2,
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        clipnorm=clipnorm,
+        loss=loss,
+        sample_weight=w[0] if w else None,
+        validation_data=val,
+        seed=seed,
+        verbose=0,
+    )
+    per_epoch = -(-x.shape[0] // batch_size)
+    updates = per_epoch * np.arange(epochs + 1) * (1 if k1 is None else -(-x.shape[1] // k1))
+    losses = np.array([initial, *history.history["val_loss"]])
+    if len(losses) < epochs + 1:  # stopped early on a non-finite loss: the curve ends there
+        losses = np.concatenate([losses, np.full(epochs + 1 - len(losses), np.nan)])
+    return updates, losses
+
+
+def plot_curves(curves: dict, baselines: dict, *, title: str, ylabel: str, logy: bool = True):
+    """One panel per sequence length: held-out loss vs updates, each baseline as a line.
+
+    Args:
+        curves: `{length: {model: (updates, losses)}}`.
+        baselines: `{length: baseline loss}`.
+    """
+    lengths = list(curves)
+    fig = Figure(figsize=(4.2 * len(lengths), 3.8))
+    axes = np.atleast_1d(fig.subplots(1, len(lengths), sharey=True))
+    for ax, length in zip(axes, lengths, strict=True):
+        for model, (updates, losses) in curves[length].items():
+            ax.plot(updates, losses, marker="o", ms=3, label=model)
+        ax.axhline(baselines[length], color="black", ls="--", lw=1, label="baseline")
+        if logy:
+            ax.set_yscale("log")
+        ax.set_title(f"T = {length}")
+        ax.set_xlabel("updates")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel(ylabel)
+    axes[-1].legend(fontsize=8)
+    fig.suptitle(title)
+    return fig

@@ -1,0 +1,110 @@
+"""Where an experiment writes its results: tables (CSV + Markdown), figures, configuration.
+
+A run directory of `bptt-keras reproduce NAME` holds
+
+    config.json          the exact configuration (quick or full, seed, every size used)
+    <table>.csv/.md      each results table, published figures beside measured ones
+    <figure>.png         each plot
+    README.md            the tables and figures of the run on one page
+
+Every number in a table is computed in the same run; published numbers are quoted with their
+source in a `published` column or in the table's notes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+
+def _cell(value: Any) -> str:
+    """A table cell: floats with 4 significant digits, everything else as text."""
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else ("yes" if value else "no")
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    """Renders `rows` (dicts with the same keys) as a GitHub Markdown table."""
+    columns = columns or list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+class Report:
+    """Collects one experiment run's tables and figures in its run directory.
+
+    Args:
+        name: the experiment's name.
+        out: the run directory (created if missing).
+        quick: whether this is the minutes-sized version.
+        seed: the run's seed.
+        config: the sizes and settings used (written to `config.json`).
+
+    Example:
+
+    >>> report = Report("adding", Path("runs/adding"), quick=True, seed=0, config={"T": [10]})
+    >>> report.table("results", [{"model": "lstm", "mse": 0.01}], title="Adding problem")
+    >>> report.finish("One line of summary.")
+    """
+
+    def __init__(self, name: str, out: str | Path, *, quick: bool, seed: int, config: dict):
+        self.name, self.quick, self.seed = name, bool(quick), int(seed)
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.config = {"experiment": name, "quick": self.quick, "seed": self.seed, **config}
+        self.tables: dict[str, list[dict]] = {}
+        self.files: dict[str, Path] = {}
+        self._sections: list[str] = []
+
+    def table(
+        self, name: str, rows: list[dict], *, title: str, notes: str = ""
+    ) -> tuple[Path, Path]:
+        """Writes `rows` to `<name>.csv` and `<name>.md` and keeps them for the summary."""
+        if not rows:
+            raise ValueError(f"Table {name!r} has no rows.")
+        columns = list(rows[0])
+        csv_path = self.out / f"{name}.csv"
+        with open(csv_path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        text = f"### {title}\n\n{markdown_table(rows, columns)}\n"
+        if notes:
+            text += f"\n{notes}\n"
+        md_path = self.out / f"{name}.md"
+        md_path.write_text(text)
+        self.tables[name] = rows
+        self.files[f"{name}.csv"], self.files[f"{name}.md"] = csv_path, md_path
+        self._sections.append(text)
+        return csv_path, md_path
+
+    def figure(self, name: str, figure, *, caption: str) -> Path:
+        """Saves a Matplotlib `Figure` to `<name>.png` (readable at README size)."""
+        path = self.out / f"{name}.png"
+        figure.savefig(path, dpi=110, bbox_inches="tight")
+        self.files[path.name] = path
+        self._sections.append(f"![{caption}]({path.name})\n\n*{caption}*\n")
+        return path
+
+    def finish(self, summary: str) -> Path:
+        """Writes `config.json` and `README.md` (summary, then every table and figure)."""
+        config_path = self.out / "config.json"
+        config_path.write_text(json.dumps(self.config, indent=2, default=str) + "\n")
+        mode = "quick" if self.quick else "full"
+        head = f"# Experiment `{self.name}` ({mode} mode, seed {self.seed})\n\n{summary}\n"
+        readme = self.out / "README.md"
+        tmp = readme.with_suffix(".tmp")
+        tmp.write_text("\n".join([head, *self._sections]))
+        os.replace(tmp, readme)  # the summary appears whole or not at all
+        self.files["config.json"], self.files["README.md"] = config_path, readme
+        return readme

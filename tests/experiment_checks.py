@@ -1,0 +1,120 @@
+"""Direction checks of each experiment's quick-mode results, read back from its run directory.
+
+The notebooks' test executes each experiment notebook in quick mode and then calls the check
+of that experiment on the files it wrote, so every notebook run is also a test of the
+experiment's outcome. Only directions that are robust at quick size are asserted, never
+exact floats.
+"""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+
+def read_table(run_dir: Path, name: str = "results") -> list[dict]:
+    with open(run_dir / f"{name}.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _common(run_dir: Path, name: str, tables: list[str], figures: list[str]) -> None:
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["experiment"] == name and config["quick"] is True and config["seed"] == 0
+    readme = (run_dir / "README.md").read_text()
+    for table in tables:
+        assert (run_dir / f"{table}.md").read_text().count("|") > 10
+        assert (run_dir / f"{table}.md").read_text() in readme
+    for figure in figures:
+        png = run_dir / f"{figure}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+        assert f"({figure}.png)" in readme
+
+
+def check_gradients(run_dir: Path) -> None:
+    _common(run_dir, "gradients", ["gradient_norms", "cliff"], ["gradient_norms", "cliff"])
+    rows = {r["model"]: r for r in read_table(run_dir, "gradient_norms")}
+    small, large = rows["tanh RNN, lambda_1 = 0.5"], rows["tanh RNN, lambda_1 = 3"]
+    assert float(small["far / near"]) < 1e-6  # vanished over 30 steps
+    assert float(large["far / near"]) > 10.0  # exploded
+    for scale in ("0.5", "0.9", "1", "1.5", "3"):
+        row = rows[f"tanh RNN, lambda_1 = {scale}"]
+        assert abs(float(row["lambda_1 (measured)"]) - float(scale)) < 1e-4
+        assert row["bound holds"] == "True"
+        assert float(row["max ||dh_T/dh_t|| / lambda_1^(T-t)"]) <= 1.0 + 1e-6
+    factors = [
+        float(rows[f"tanh RNN, lambda_1 = {s}"]["per-step factor"])
+        for s in ("0.5", "0.9", "1", "1.5", "3")
+    ]
+    assert factors == sorted(factors)  # a larger recurrent scale, a slower decay
+    plain, clipped = read_table(run_dir, "cliff")
+    assert float(plain["largest step"]) > 10.0  # thrown off the cliff
+    assert float(clipped["largest step"]) <= 0.5 + 1e-9  # lr 1 x threshold 0.5
+    assert float(clipped["final loss"]) < float(plain["final loss"])
+
+
+def check_adding(run_dir: Path) -> None:
+    _common(run_dir, "adding", ["results"], ["learning_curves"])
+    rows = read_table(run_dir)
+    assert {r["model"] for r in rows} == {"tanh RNN", "IRNN", "LSTM", "GRU"}
+    for r in rows:
+        assert math.isclose(float(r["baseline MSE"]), 1 / 6)
+        assert float(r["best MSE"]) <= float(r["initial MSE"])
+    gated = [float(r["final MSE"]) for r in rows if r["model"] in ("LSTM", "GRU")]
+    assert min(gated) < 0.5 / 6  # at T = 10 a gated cell clearly uses the markers
+
+
+def check_copy(run_dir: Path) -> None:
+    _common(run_dir, "copy", ["results"], ["learning_curves"])
+    rows = read_table(run_dir)
+    for r in rows:
+        baseline = float(r["baseline 10 log(8)/(T+20)"])
+        assert math.isclose(baseline, 10 * math.log(8) / (int(r["T"]) + 20))
+        assert float(r["initial loss"]) > 2 * baseline  # untrained: about log(9) per step
+        assert float(r["final loss"]) < 1.2 * baseline  # learned at least the blanks
+
+
+def check_truncation(run_dir: Path) -> None:
+    _common(run_dir, "truncation", ["results"], ["truncation"])
+    rows = {r["run"]: r for r in read_table(run_dir)}
+    forgets = float(rows["full"]["forgets (T - lag)/T"])
+    assert float(rows["full"]["share of steps whose window covers the lag"]) == 1.0
+    assert float(rows["k = 2"]["share of steps whose window covers the lag"]) == 0.0
+    assert float(rows["full"]["final val MSE"]) < 0.5 * forgets
+    assert float(rows["k = 2"]["final val MSE"]) > 0.5 * forgets  # window shorter than the lag
+    assert float(rows["full"]["final val MSE"]) < float(rows["k = 2"]["final val MSE"])
+
+
+def check_memory(run_dir: Path) -> None:
+    _common(run_dir, "memory", ["results"], ["memory_time"])
+    rows = read_table(run_dir)
+    growth = {
+        r["mode"].split(",")[0] + r["mode"][-8:]: float(r["growth above T = 100 (MiB)"])
+        for r in rows
+        if r["T"] == "1000"
+    }
+    plain = next(v for k, v in growth.items() if k.startswith("full BPTT") and "fast=False" in k)
+    truncated = next(v for k, v in growth.items() if k.startswith("truncated"))
+    assert plain > 50  # full BPTT stores every step: ~175 MiB more at T = 1000
+    assert truncated < 0.2 * plain  # truncated BPTT(100): flat in T
+
+
+def check_forecasting(run_dir: Path) -> None:
+    _common(run_dir, "forecasting", ["results"], ["forecasts"])
+    rows = read_table(run_dir)
+    by = {(r["series"], r["forecast"], r["model"].split("(")[0].strip()): r for r in rows}
+    assert len(rows) == 12
+    for r in rows:
+        assert math.isfinite(float(r["RMSE"])) and float(r["MAE"]) <= float(r["RMSE"]) + 1e-9
+    for series in ("sunspots", "co2"):  # least squares on the same windows beats persistence
+        ar = float(by[(series, "one-step", "linear AR")]["RMSE"])
+        assert ar < float(by[(series, "one-step", "persistence")]["RMSE"])
+
+
+CHECKS = {
+    "04_vanishing_exploding_gradients": ("gradients", check_gradients),
+    "05_adding_problem": ("adding", check_adding),
+    "06_copy_memory": ("copy", check_copy),
+    "07_truncation_vs_lag": ("truncation", check_truncation),
+    "08_memory_and_time": ("memory", check_memory),
+    "09_real_data_forecasts": ("forecasting", check_forecasting),
+}

@@ -1,0 +1,208 @@
+"""The experiments' building blocks against independent references, and `bptt-keras reproduce`.
+
+The outcomes of the experiments themselves are checked when their notebooks run in quick mode
+(tests/test_notebooks.py + experiment_checks.py).
+"""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from experiment_checks import check_gradients
+
+import bptt_keras as bk
+from bptt_keras.cli import main
+from bptt_keras.experiments import EXPERIMENTS, Report, get_experiment, markdown_table
+from bptt_keras.experiments.forecasting import ar_closed_loop, ar_one_step, fit_linear_ar
+from bptt_keras.experiments.gradients import (
+    cliff_loss_and_grad,
+    descend,
+    jacobian_bound_ratio,
+)
+from bptt_keras.tasks import (
+    ADDING_BASELINE_MSE,
+    adding_problem,
+    copy_baseline_loss,
+    copy_memory,
+)
+
+# ---- tasks -------------------------------------------------------------------------------
+
+
+def test_adding_problem_layout_target_and_baseline():
+    x, y, mask = adding_problem(4000, 30, seed=0)
+    assert x.shape == (4000, 30, 2) and y.shape == (4000, 30, 1) and mask.shape == (4000, 30)
+    markers = x[..., 1]
+    assert np.all(markers.sum(axis=1) == 2)
+    assert np.all(markers[:, :15].sum(axis=1) == 1) and np.all(markers[:, 15:].sum(axis=1) == 1)
+    np.testing.assert_allclose(y[:, -1, 0], (x[..., 0] * markers).sum(axis=1), rtol=1e-6)
+    assert np.all(y[:, :-1] == 0) and np.all(mask[:, -1] == 1) and mask.sum() == 4000
+    # the constant prediction 1 scores Var(u1 + u2) = 1/6 (Monte Carlo, 4000 samples)
+    assert np.mean((y[:, -1, 0] - 1.0) ** 2) == pytest.approx(ADDING_BASELINE_MSE, rel=0.05)
+    again = adding_problem(4000, 30, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip((x, y, mask), again, strict=True))
+
+
+def test_copy_memory_layout_and_the_memoryless_baseline():
+    x, y = copy_memory(500, 7, seed=1)
+    assert x.shape == (500, 27, 10) and y.shape == (500, 27)
+    tokens = x.argmax(-1)
+    assert np.all(x.sum(-1) == 1)  # one-hot
+    assert np.all((tokens[:, :10] >= 1) & (tokens[:, :10] <= 8))
+    assert np.all(tokens[:, 16] == 9) and np.all(np.delete(tokens[:, 10:], 6, axis=1) == 0)
+    np.testing.assert_array_equal(y[:, -10:], tokens[:, :10])
+    assert np.all(y[:, :-10] == 0)
+    # the memoryless strategy: blank with certainty, then uniform over the 8 symbols
+    probs = np.zeros((27, 9))
+    probs[:17, 0] = 1.0
+    probs[17:, 1:] = 1 / 8
+    with np.errstate(divide="ignore"):
+        log_probs = np.log(probs)
+    ce = -np.mean(np.take_along_axis(np.broadcast_to(log_probs, (500, 27, 9)), y[..., None], -1))
+    assert ce == pytest.approx(copy_baseline_loss(7), rel=1e-12)
+    assert copy_baseline_loss(100) == pytest.approx(10 * np.log(8) / 120)
+
+
+@pytest.mark.parametrize(
+    "call, words",
+    [
+        (lambda: adding_problem(0, 10), ["n"]),
+        (lambda: adding_problem(5, 1), ["length"]),
+        (lambda: copy_memory(5, 0), ["delay"]),
+        (lambda: copy_memory(5, 3, copied=2.5), ["copied"]),
+    ],
+)
+def test_task_arguments_are_checked(call, words):
+    with pytest.raises((ValueError, TypeError)) as err:
+        call()
+    assert all(w in str(err.value) for w in words)
+
+
+# ---- gradients experiment ----------------------------------------------------------------
+
+
+def test_cliff_bptt_gradient_matches_finite_differences():
+    w, b = np.array([5.0, 6.0, 2.0, 7.5]), np.array([-2.25, -3.0, 0.5, -4.0])
+    _, dw, db = cliff_loss_and_grad(w, b)
+    eps = 1e-6
+    fd_w = (cliff_loss_and_grad(w + eps, b)[0] - cliff_loss_and_grad(w - eps, b)[0]) / (2 * eps)
+    fd_b = (cliff_loss_and_grad(w, b + eps)[0] - cliff_loss_and_grad(w, b - eps)[0]) / (2 * eps)
+    np.testing.assert_allclose(dw, fd_w, rtol=1e-5, atol=1e-10)
+    np.testing.assert_allclose(db, fd_b, rtol=1e-5, atol=1e-10)
+
+
+def test_clipped_descent_never_steps_further_than_lr_times_threshold():
+    path = descend([5.0, -2.25], learning_rate=1.0, clip=0.5, updates=30)
+    assert np.linalg.norm(np.diff(path, axis=0), axis=1).max() <= 0.5 + 1e-12
+    plain = descend([5.0, -2.25], learning_rate=1.0, clip=None, updates=30)
+    assert np.linalg.norm(np.diff(plain, axis=0), axis=1).max() > 10
+
+
+def test_jacobian_bound_ratio_against_a_one_unit_hand_computation():
+    # one unit: h_t = tanh(x_t w + h_(t-1) u), dh_T/dh_t = prod_(k>t) (1 - h_k^2) u
+    u, w = 0.8, 1.3
+    weights = [np.array([[w]]), np.array([[u]]), np.zeros(1), np.ones((1, 1)), np.zeros(1)]
+    x = np.array([[[0.4], [-0.2], [0.9], [0.1]]])
+    h, hs = 0.0, []
+    for t in range(4):
+        h = np.tanh(x[0, t, 0] * w + h * u)
+        hs.append(h)
+    expected = [
+        np.prod([(1 - hs[k] ** 2) * u for k in range(t + 1, 4)]) / u ** (3 - t) for t in range(4)
+    ]
+    np.testing.assert_allclose(jacobian_bound_ratio(weights, x, u), expected, rtol=1e-12)
+    model = bk.build_model("simple_rnn", 8, init="orthogonal", seed=0)
+    bk.scale_recurrent(model, 1.5)
+    rng = np.random.default_rng(0)
+    ratios = jacobian_bound_ratio(model.get_weights(), rng.normal(size=(4, 20, 1)), 1.5)
+    assert ratios[-1] == pytest.approx(1.0) and np.all(ratios <= 1 + 1e-9)
+
+
+# ---- forecasting baselines ---------------------------------------------------------------
+
+
+def test_least_squares_ar_recovers_a_known_ar2_process():
+    rng = np.random.default_rng(0)
+    series = np.zeros(5000)
+    for t in range(2, 5000):
+        series[t] = 0.3 + 0.6 * series[t - 1] - 0.2 * series[t - 2] + 0.1 * rng.normal()
+    coef = fit_linear_ar(series, 2)
+    np.testing.assert_allclose(coef, [-0.2, 0.6, 0.3], atol=0.03)  # oldest lag first
+    one = ar_one_step(coef, series, 100)
+    manual = coef[0] * series[98:-2] + coef[1] * series[99:-1] + coef[2]
+    np.testing.assert_allclose(one, manual, rtol=1e-12)
+    loop = ar_closed_loop(coef, series[:100], 3)
+    first = coef[0] * series[98] + coef[1] * series[99] + coef[2]
+    assert loop[0] == pytest.approx(first)
+    assert loop[1] == pytest.approx(coef[0] * series[99] + coef[1] * first + coef[2])
+
+
+# ---- report and registry -----------------------------------------------------------------
+
+
+def test_report_writes_csv_markdown_config_and_readme(tmp_path):
+    report = Report("demo", tmp_path / "run", quick=True, seed=3, config={"T": [5, 10]})
+    report.table("results", [{"model": "lstm", "mse": 0.012345, "ok": True}], title="Demo")
+    readme = report.finish("Summary line.")
+    rows = list(csv.DictReader(open(tmp_path / "run" / "results.csv")))
+    assert rows == [{"model": "lstm", "mse": "0.012345", "ok": "True"}]
+    md = (tmp_path / "run" / "results.md").read_text()
+    assert "| model | mse | ok |" in md and "| lstm | 0.01235 | yes |" in md
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config == {"experiment": "demo", "quick": True, "seed": 3, "T": [5, 10]}
+    assert "Summary line." in readme.read_text() and md in readme.read_text()
+    with pytest.raises(ValueError, match="no rows"):
+        report.table("empty", [], title="x")
+    assert markdown_table([{"a": float("nan"), "b": None}]).endswith("| nan |  |")
+
+
+def test_every_experiment_has_a_quick_and_a_full_config_and_a_run():
+    assert list(EXPERIMENTS) == [
+        "gradients",
+        "adding",
+        "copy",
+        "truncation",
+        "memory",
+        "forecasting",
+    ]
+    for experiment in EXPERIMENTS.values():
+        module = experiment.load()
+        assert set(module.CONFIG) == {"quick", "full"} and callable(module.run)
+    with pytest.raises(ValueError, match="adding, copy"):
+        get_experiment("nope")
+
+
+# ---- the command -------------------------------------------------------------------------
+
+
+def test_reproduce_list_names_every_experiment(capsys):
+    assert main(["reproduce", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[0] for line in out.strip().splitlines()] == list(EXPERIMENTS)
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["reproduce"], ["experiment name", "--list"]),
+        (["reproduce", "nope"], ["unknown experiment", "'nope'", "gradients"]),
+        (["reproduce", "gradients", "--seed", "-2"], ["--seed", "-2"]),
+    ],
+)
+def test_reproduce_bad_input_is_one_line_and_exit_2(argv, words, capsys, tmp_path):
+    assert main([*argv, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bptt-keras: error:") and len(err.splitlines()) == 1
+    assert all(w in err for w in words)
+    assert not (tmp_path / "r").exists()
+
+
+def test_reproduce_writes_the_run_directory_and_refuses_an_existing_one(tmp_path, capsys):
+    out = tmp_path / "grad"
+    assert main(["reproduce", "gradients", "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "tanh RNN" in printed and f"wrote {out}/" in printed
+    check_gradients(out)
+    assert main(["reproduce", "gradients", "--quick", "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
