@@ -12,6 +12,10 @@ The public API:
   `scale_recurrent`, `numpy_bptt` (the NumPy oracle)
 - plotting: `plot_loss_curves`, `plot_forecast`, `plot_gradient_norms`, `plot_block_plan`
 - runs: `TrainConfig`, `train`
+- tasks with known answers: `bptt_keras.tasks` (noisy sines, delayed echo, adding problem,
+  copy memory)
+- experiments: `bptt_keras.experiments.run_experiment(name, quick=..., out=...)`, the code
+  behind `bptt-keras reproduce NAME`
 """
 
 __version__ = "0.1.0"

@@ -30,6 +30,13 @@ def _common(run_dir: Path, name: str, tables: list[str], figures: list[str]) -> 
         assert f"({figure}.png)" in readme
 
 
+def _curves(run_dir: Path, per_run: int, runs: int) -> None:
+    """The raw learning curves behind the plot: one row per run and evaluation."""
+    rows = read_table(run_dir, "curves")
+    assert len(rows) == per_run * runs
+    assert all(float(r["val_loss"]) >= 0 for r in rows)
+
+
 def check_gradients(run_dir: Path) -> None:
     _common(run_dir, "gradients", ["gradient_norms", "cliff"], ["gradient_norms", "cliff"])
     rows = {r["model"]: r for r in read_table(run_dir, "gradient_norms")}
@@ -59,6 +66,8 @@ def check_adding(run_dir: Path) -> None:
     for r in rows:
         assert math.isclose(float(r["baseline MSE"]), 1 / 6)
         assert float(r["best MSE"]) <= float(r["initial MSE"])
+    config = json.loads((run_dir / "config.json").read_text())
+    _curves(run_dir, config["epochs"] + 1, len(rows))
     gated = [float(r["final MSE"]) for r in rows if r["model"] in ("LSTM", "GRU")]
     assert min(gated) < 0.5 / 6  # at T = 10 a gated cell clearly uses the markers
 
@@ -66,6 +75,8 @@ def check_adding(run_dir: Path) -> None:
 def check_copy(run_dir: Path) -> None:
     _common(run_dir, "copy", ["results"], ["learning_curves"])
     rows = read_table(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    _curves(run_dir, config["epochs"] + 1, len(rows))
     for r in rows:
         baseline = float(r["baseline 10 log(8)/(T+20)"])
         assert math.isclose(baseline, 10 * math.log(8) / (int(r["T"]) + 20))
@@ -76,6 +87,8 @@ def check_copy(run_dir: Path) -> None:
 def check_truncation(run_dir: Path) -> None:
     _common(run_dir, "truncation", ["results"], ["truncation"])
     rows = {r["run"]: r for r in read_table(run_dir)}
+    config = json.loads((run_dir / "config.json").read_text())
+    _curves(run_dir, config["epochs"], len(rows))
     forgets = float(rows["full"]["forgets (T - lag)/T"])
     assert float(rows["full"]["share of steps whose window covers the lag"]) == 1.0
     assert float(rows["k = 2"]["share of steps whose window covers the lag"]) == 0.0

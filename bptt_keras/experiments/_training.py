@@ -93,6 +93,16 @@ def learning_curve(
     return updates, losses
 
 
+def curve_rows(curves: dict, *, key: str) -> list[dict]:
+    """`{length: {model: (updates, losses)}}` as CSV rows `(key, model, updates, val_loss)`."""
+    return [
+        {key: length, "model": model, "updates": int(u), "val_loss": float(v)}
+        for length, by_model in curves.items()
+        for model, (updates, losses) in by_model.items()
+        for u, v in zip(updates, losses, strict=True)
+    ]
+
+
 def plot_curves(curves: dict, baselines: dict, *, title: str, ylabel: str, logy: bool = True):
     """One panel per sequence length: held-out loss vs updates, each baseline as a line.
 

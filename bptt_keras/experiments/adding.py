@@ -14,7 +14,13 @@ beat it from T = 150 on; Arjovsky, Shah & Bengio 2016, Fig. 2 - LSTM solves T = 
 
 from __future__ import annotations
 
-from bptt_keras.experiments._training import MODELS, learning_curve, make_model, plot_curves
+from bptt_keras.experiments._training import (
+    MODELS,
+    curve_rows,
+    learning_curve,
+    make_model,
+    plot_curves,
+)
 from bptt_keras.tasks import ADDING_BASELINE_MSE, adding_problem
 
 CONFIG = {
@@ -94,6 +100,7 @@ def run(report) -> None:
         f"marked values. Adam (learning rate {cfg['learning_rate']:g}), gradient norm clipped "
         f"to {cfg['clipnorm']:g}, {cfg['units']} units, batch {cfg['batch_size']}, full BPTT.",
     )
+    report.data("curves", curve_rows(curves, key="T"))
     fig = plot_curves(
         curves,
         {length: ADDING_BASELINE_MSE for length in curves},

@@ -4,6 +4,7 @@ A run directory of `bptt-keras reproduce NAME` holds
 
     config.json          the exact configuration (quick or full, seed, every size used)
     <table>.csv/.md      each results table, published figures beside measured ones
+    curves.csv           raw data behind the learning-curve plots, where there are any
     <figure>.png         each plot
     README.md            the tables and figures of the run on one page
 
@@ -87,6 +88,16 @@ class Report:
         self.files[f"{name}.csv"], self.files[f"{name}.md"] = csv_path, md_path
         self._sections.append(text)
         return csv_path, md_path
+
+    def data(self, name: str, rows: list[dict]) -> Path:
+        """Writes raw data behind a plot (e.g. learning curves) to `<name>.csv` only."""
+        path = self.out / f"{name}.csv"
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        self.files[path.name] = path
+        return path
 
     def figure(self, name: str, figure, *, caption: str) -> Path:
         """Saves a Matplotlib `Figure` to `<name>.png` (readable at README size)."""

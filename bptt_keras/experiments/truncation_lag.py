@@ -14,6 +14,7 @@ backward window covers more steps per update at the same `k1`.
 from __future__ import annotations
 
 import keras
+import matplotlib
 from matplotlib.figure import Figure
 
 from bptt_keras.bptt import fit
@@ -114,6 +115,14 @@ def run(report) -> None:
         "without the dependency can do). 'learned the echo': final MSE below half the "
         "'forgets' loss. Theory: BPTT(k) with k <= lag covers no step (Williams & Peng 1990).",
     )
+    report.data(
+        "curves",
+        [
+            {"run": name, "epoch": epoch + 1, "val_loss": float(v)}
+            for name, losses in curves.items()
+            for epoch, v in enumerate(losses)
+        ],
+    )
     fig = Figure(figsize=(11, 4), layout="constrained")
     ax_k, ax_curves = fig.subplots(1, 2)
     final = {r["run"]: r["final val MSE"] for r in rows}
@@ -134,6 +143,9 @@ def run(report) -> None:
     ax_k.set_title(f"Delayed echo, lag {lag}, T = {length}: final loss vs window")
     ax_k.grid(True, alpha=0.3)
     ax_k.legend(fontsize=7, loc="lower left")
+    # up to a dozen runs: 20 distinct colours instead of the default cycle of 10
+    palette = matplotlib.colormaps["tab20"].colors
+    ax_curves.set_prop_cycle(color=palette[::2] + palette[1::2])
     plot_loss_curves(
         curves,
         ax=ax_curves,
