@@ -22,6 +22,10 @@ batch 32, for T in 100, 1000, 4000, each in a fresh subprocess: the peak RSS (re
 Linux `/proc/self/clear_refs` once the process is set up) above the resident size of the
 process before its first step. Tracing costs the same at every T, so the growth above the
 T = 100 figure is what BPTT's stored activations cost. The step time is the second step's.
+Configurations: plain (`fast=False`), fast, recompute (`recompute=64`: segments recomputed
+inside the fast path's gradient), recompute_grad (`fast=False, recompute=64`: the
+`tf.recompute_grad` fallback) and truncated_k100; run interleaved for `--rounds` rounds
+(default 3 for memory), the median reported.
 """
 
 from __future__ import annotations
@@ -46,6 +50,13 @@ QUICK = {
     "large": {"cell": "lstm", "units": 32, "steps": 40, "batch": 16, "n": 32},
 }
 MEMORY_STEPS = (100, 1000, 4000)
+MEMORY_CONFIGS = {
+    "plain": {"fast": False},
+    "fast": {"fast": True},
+    "recompute": {"fast": True, "recompute": 64},
+    "recompute_grad": {"fast": False, "recompute": 64},
+    "truncated_k100": {"fast": True, "k1": 100},
+}
 
 
 def _data(spec):
@@ -305,12 +316,9 @@ def memory_child(config, steps, units=128, batch=32):
     x = rng.normal(size=(batch, steps, 1)).astype("float32")
     y = rng.normal(size=(batch, steps, 1)).astype("float32")
     model = bk.build_model("lstm", units, seed=0)
-    kwargs = {
-        "plain": {"fast": False},
-        "fast": {"fast": True},
-        "recompute": {"fast": True, "recompute": 64},
-        "truncated_k100": {"fast": True, "k1": min(100, steps)},
-    }[config]
+    kwargs = dict(MEMORY_CONFIGS[config])
+    if "k1" in kwargs:
+        kwargs["k1"] = min(kwargs["k1"], steps)
     with open("/proc/self/clear_refs", "w") as handle:
         handle.write("5")  # reset the peak RSS (VmHWM): set-up (imports, data) is excluded
     before = _rss_kib("VmRSS")
@@ -326,18 +334,62 @@ def memory_child(config, steps, units=128, batch=32):
     )
 
 
-def memory(configs, steps_list):
+def memory(configs, steps_list, rounds):
+    """Interleaved rounds (every T and configuration once per round); one row per run."""
     results = []
+    for round_ in range(rounds):
+        for steps in steps_list:
+            for config in configs:
+                row = _child("--memory-child", config, str(steps))
+                row["round"] = round_
+                print(
+                    f"  memory round {round_ + 1}/{rounds} T={steps} {config}: "
+                    f"+{row['peak_above_kib'] / 1024:.1f} MiB, {row['step_s']:.3f}s",
+                    flush=True,
+                )
+                results.append(row)
+    return results
+
+
+def memory_summary(rows):
+    """Per (T, config): median peak and step time, and the growth above the smallest T and
+    the step time relative to `plain` (median of the per-round ratios)."""
+    configs = list(dict.fromkeys(r["config"] for r in rows))
+    steps_list = sorted({r["steps"] for r in rows})
+    rounds = sorted({r.get("round", 0) for r in rows})
+
+    def pick(steps, config, round_):
+        found = [
+            r
+            for r in rows
+            if r["steps"] == steps and r["config"] == config and r.get("round", 0) == round_
+        ]
+        return found[0] if found else None
+
+    summary = {}
     for steps in steps_list:
         for config in configs:
-            row = _child("--memory-child", config, str(steps))
-            print(
-                f"  memory T={steps} {config}: +{row['peak_above_kib'] / 1024:.1f} MiB, "
-                f"{row['step_s']:.3f}s",
-                flush=True,
-            )
-            results.append(row)
-    return results
+            runs = [pick(steps, config, k) for k in rounds]
+            runs = [r for r in runs if r is not None]
+            peaks = [r["peak_above_kib"] / 1024 for r in runs]
+            growth = [
+                r["peak_above_kib"] / 1024
+                - pick(steps_list[0], config, r.get("round", 0))["peak_above_kib"] / 1024
+                for r in runs
+            ]
+            ratios = [
+                r["step_s"] / pick(steps, "plain", r.get("round", 0))["step_s"]
+                for r in runs
+                if pick(steps, "plain", r.get("round", 0)) is not None
+            ]
+            summary[(steps, config)] = {
+                "peak_mib": statistics.median(peaks),
+                "peaks_mib": peaks,
+                "growth_mib": statistics.median(growth),
+                "step_s": statistics.median(r["step_s"] for r in runs),
+                "vs_plain": statistics.median(ratios) if ratios else None,
+            }
+    return configs, steps_list, summary
 
 
 # ---- report ---------------------------------------------------------------------------
@@ -391,29 +443,49 @@ def markdown(report):
             )
         lines.append("")
     if report["memory"]:
-        configs = sorted({r["config"] for r in report["memory"]}, key=str)
+        configs, steps_list, summary = memory_summary(report["memory"])
         lines += [
-            "**memory**: one full-BPTT gradient step, LSTM(128) + Dense, batch 32: peak "
-            "RSS above the process before the step (MiB) / step time (s)",
+            "**memory**: two full-BPTT gradient steps, LSTM(128) + Dense, batch 32: peak RSS "
+            "above the process before the steps (MiB) / time of the second step (s); median "
+            "of interleaved rounds",
             "",
             "| T | " + " | ".join(configs) + " |",
             "|---" * (len(configs) + 1) + "|",
         ]
-        for steps in sorted({r["steps"] for r in report["memory"]}):
-            cells = []
-            for config in configs:
-                (row,) = [
-                    r for r in report["memory"] if r["steps"] == steps and r["config"] == config
-                ]
-                cells.append(f"{row['peak_above_kib'] / 1024:.1f} / {row['step_s']:.2f}")
+        for steps in steps_list:
+            cells = [
+                f"{summary[steps, c]['peak_mib']:.1f} / {summary[steps, c]['step_s']:.2f}"
+                for c in configs
+            ]
             lines.append(f"| {steps} | " + " | ".join(cells) + " |")
+        top = steps_list[-1]
+        lines += [
+            "",
+            f"growth of the peak from T = {steps_list[0]} to T = {top} (MiB; median over "
+            f"rounds) and step time at T = {top} relative to plain (median of per-round "
+            "ratios):",
+            "",
+            "| | " + " | ".join(configs) + " |",
+            "|---" * (len(configs) + 1) + "|",
+            "| growth | "
+            + " | ".join(f"+{summary[top, c]['growth_mib']:.0f}" for c in configs)
+            + " |",
+            "| time vs plain | "
+            + " | ".join(
+                "-"
+                if summary[top, c]["vs_plain"] is None
+                else f"{summary[top, c]['vs_plain']:.2f}x"
+                for c in configs
+            )
+            + " |",
+        ]
     return "\n".join(lines)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", default="small,large,memory")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 5; memory 3)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 2 rounds")
     parser.add_argument("--json", help="also write the raw results here")
     parser.add_argument("--memory-child", nargs=2, metavar=("CONFIG", "T"), help=argparse.SUPPRESS)
@@ -429,7 +501,8 @@ def main():
         throughput_child(*args.run_child, args.quick, args.data)
         return
     chosen = args.workloads.split(",")
-    rounds = 2 if args.quick else args.rounds
+    args.rounds_set = args.rounds is not None
+    rounds = 2 if args.quick else (args.rounds or 5)
     specs = QUICK if args.quick else WORKLOADS
     report = {"versions": versions(), "throughput": [], "memory": []}
     for workload in ("small", "large"):
@@ -437,7 +510,8 @@ def main():
             report["throughput"].append(throughput(workload, specs[workload], rounds, args.quick))
     if "memory" in chosen:
         steps = (20, 60) if args.quick else MEMORY_STEPS
-        report["memory"] = memory(["plain", "fast", "recompute", "truncated_k100"], steps)
+        memory_rounds = 1 if args.quick else (args.rounds if args.rounds_set else 3)
+        report["memory"] = memory(list(MEMORY_CONFIGS), steps, memory_rounds)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=2)

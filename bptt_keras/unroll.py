@@ -124,13 +124,11 @@ def forward(
     Returns:
         `(y, final_states, captured_states)`, `y` of shape `(batch, time, output_dim)`.
     """
+    if recompute:
+        y, finals = _recomputed_forward(parts, x, states, recompute, fast, training)
+        return y, finals, finals
     h, finals, captured = x, [], []
     for i, (layer, layer_states) in enumerate(zip(parts.recurrent, states, strict=True)):
-        if recompute:
-            h, final = _recomputed_layer(layer, h, layer_states, recompute, fast, training)
-            finals.append(final)
-            captured.append(final)
-            continue
         h, final, capt = _one_layer(
             layer,
             h,
@@ -163,14 +161,59 @@ def _one_layer(layer, x, states, *, capture_at=None, probe=None, fast=False, tra
     return run_layer(layer, x, states, capture_at=capture_at, probe=probe, training=training)
 
 
-def _recomputed_layer(layer, x, states, segment, fast, training):
-    """A layer over a sequence in segments whose activations are recomputed in backprop."""
+# Per-step layers that act on the last axis alone, so that they may run on time-major inputs.
+_TIME_MAJOR_SAFE = (keras.layers.Dense, keras.layers.Activation)
+
+
+def _recomputed_forward(parts, x, states, segment, fast, training):
+    """Full BPTT with recomputation: `(y, final states)`.
+
+    Layers with a fast path recompute inside their own gradient (`fast.recomputed_layer`)
+    and run time-major, so that neither their outputs nor the gradients arriving for them
+    are ever transposed as a whole: at long T those `(T, B, units)` copies would cost more
+    than everything else the recomputation keeps. The other layers use `tf.recompute_grad`
+    per segment, batch-major.
+    """
     steps = x.shape[1]
     if steps is None:
         raise ValueError("`recompute` needs a static sequence length.")
+    h, time_major, finals = x, False, []
+    per_step = list(parts.per_step)
+    last = len(parts.recurrent) - 1
+    for i, (layer, layer_states) in enumerate(zip(parts.recurrent, states, strict=True)):
+        if fast and steps and fast_path.supports(layer):
+            if not time_major:
+                h, time_major = tf.transpose(h, [1, 0, 2]), True
+            # A Dense head right after the last layer is folded into its gradient, so the
+            # (T, B, units) gradient of the layer's outputs is never materialised.
+            head = None
+            if i == last and per_step and fast_path.fusable_head(per_step[0]):
+                head = per_step.pop(0)
+            h, final = fast_path.recomputed_layer(
+                layer, h, layer_states, segment, time_major=True, head=head
+            )
+            if head is not None and head.activation is not None:
+                h = head.activation(h)
+        else:
+            if time_major:
+                h, time_major = tf.transpose(h, [1, 0, 2]), False
+            h, final = _recomputed_layer(layer, h, layer_states, segment, training)
+        finals.append(final)
+    if time_major and not all(isinstance(layer, _TIME_MAJOR_SAFE) for layer in per_step):
+        h, time_major = tf.transpose(h, [1, 0, 2]), False
+    for layer in per_step:
+        h = layer(h, training=training)
+    return (tf.transpose(h, [1, 0, 2]) if time_major else h), finals
+
+
+def _recomputed_layer(layer, x, states, segment, training):
+    """A layer over a sequence in segments, each under `tf.recompute_grad` (the fallback for
+    layers without a fast path; measured: TF's executor runs the recomputations early, so
+    this gives the same gradients but not the memory saving)."""
+    steps = x.shape[1]
 
     def segment_fn(chunk, *chunk_states):
-        out, final, _ = _one_layer(layer, chunk, list(chunk_states), fast=fast, training=training)
+        out, final, _ = _one_layer(layer, chunk, list(chunk_states), training=training)
         return (out, *final)
 
     run_segment = tf.recompute_grad(segment_fn)

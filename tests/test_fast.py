@@ -3,9 +3,12 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import bptt_keras as bk
 from bptt_keras import fast
+from bptt_keras.models import state_sizes
+from bptt_keras.unroll import run_layer
 
 
 @pytest.mark.parametrize(
@@ -94,3 +97,123 @@ def test_recompute_trains_like_full_bptt_and_rejects_truncation():
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
     with pytest.raises(ValueError, match="full BPTT"):
         bk.fit(bk.build_model(), x, y, k1=5, recompute=4)
+
+
+# ---- full BPTT with recomputation inside the custom gradient (fast.recomputed_layer) ----
+
+
+@pytest.fixture
+def float64():
+    keras.config.set_floatx("float64")
+    yield
+    keras.config.set_floatx("float32")
+
+
+RECOMPUTE_MODELS = {
+    "simple_tanh": ("simple_rnn", {}),
+    "simple_relu": ("simple_rnn", {"init": "irnn"}),
+    "lstm": ("lstm", {"output_dim": 1}),  # a (..., 1) head's gradient has unknown dims
+    "lstm_x2": ("lstm", {"num_layers": 2}),
+    "simple_x2": ("simple_rnn", {"num_layers": 2, "output_activation": "tanh"}),
+}
+
+
+@pytest.mark.parametrize("name", RECOMPUTE_MODELS)
+@pytest.mark.parametrize("segment", [1, 4, 13, 20])  # K = 1, K not dividing T, K = T, K > T
+def test_recomputed_gradients_equal_full_bptt_float64(float64, name, segment):
+    cell, kwargs = RECOMPUTE_MODELS[name]
+    kwargs = {"output_dim": 2, **kwargs}
+    model = bk.build_model(cell, 5, input_dim=3, seed=0, **kwargs)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(4, 13, 3)), rng.normal(size=(4, 13, kwargs["output_dim"]))
+    assert all(fast.supports(layer) for layer in bk.recurrent_layers(model))
+    loss, full = bk.bptt_gradients(model, x, y, fast=False)
+    loss_r, recomputed = bk.bptt_gradients(model, x, y, recompute=segment)
+    assert loss_r == pytest.approx(loss, rel=1e-12)
+    for a, b in zip(recomputed, full, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["simple_rnn", "lstm"])
+@pytest.mark.parametrize("fused_head", [False, True])
+@pytest.mark.parametrize("mode", ["eager", "xla"])
+def test_recomputed_layer_gradients_reach_inputs_and_both_end_states(
+    float64, cell, fused_head, mode
+):
+    """The layer on its own: outputs, final states and the gradients for x, the initial
+    states, the weights (the head's too when fused), with the final states in the loss;
+    eagerly and compiled with XLA (which takes the functional row updates)."""
+    model = bk.build_model(cell, 4, input_dim=2, output_dim=3, seed=2)
+    layer, head = bk.recurrent_layers(model)[0], model.layers[-1]
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.normal(size=(3, 11, 2)))
+    states = [tf.constant(rng.normal(size=(3, 4))) for _ in state_sizes(layer)]
+    out_weights = rng.normal(size=(3, 11, 3 if fused_head else 4))
+    final_weights = [rng.normal(size=(3, 4)) for _ in states]
+
+    def loss_of(outputs, finals):
+        total = tf.reduce_sum(outputs * out_weights)
+        for final, weight in zip(finals, final_weights, strict=True):
+            total += tf.reduce_sum(tf.square(final) * weight)
+        return total
+
+    def gradients(run):
+        with tf.GradientTape() as tape:
+            tape.watch([x, *states])
+            outputs, finals = run()
+            loss = loss_of(outputs, finals)
+        variables = layer.trainable_variables + (head.trainable_variables if fused_head else [])
+        return [outputs, *finals, *tape.gradient(loss, [x, *states, *variables])]
+
+    def reference():
+        outputs, finals, _ = run_layer(layer, x, states)
+        return (head(outputs) if fused_head else outputs), finals
+
+    def recomputed():
+        return fast.recomputed_layer(layer, x, states, 4, head=head if fused_head else None)
+
+    if mode == "xla":
+        got = tf.function(lambda: gradients(recomputed), jit_compile=True)()
+    else:
+        got = gradients(recomputed)
+    for a, b in zip(got, gradients(reference), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_recompute_without_fast_path_uses_recompute_grad():
+    model = bk.build_model("lstm", 4, num_layers=2, seed=0)
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(3, 10, 1)), rng.normal(size=(3, 10, 1))
+    _, full = bk.bptt_gradients(model, x, y, fast=False)
+    _, recomputed = bk.bptt_gradients(model, x, y, fast=False, recompute=4)
+    for a, b in zip(recomputed, full, strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-7)
+
+
+def test_recompute_keeps_per_step_layers_after_the_head():
+    """A head that is not a single Dense (here two, the first with an activation) runs
+    after the fused Dense, time-major."""
+    inputs = keras.Input((None, 2))
+    h = keras.layers.LSTM(5, return_sequences=True, seed=0)(inputs)
+    h = keras.layers.Dense(4, activation="tanh")(h)
+    model = keras.Model(inputs, keras.layers.Dense(1)(h))
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(3, 9, 2)), rng.normal(size=(3, 9, 1))
+    _, full = bk.bptt_gradients(model, x, y, fast=False)
+    _, recomputed = bk.bptt_gradients(model, x, y, recompute=4)
+    for a, b in zip(recomputed, full, strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("cell", ["simple_rnn", "lstm"])
+def test_one_compiled_fit_step_with_recompute_equals_one_without(cell):
+    """`fit` compiles its step with XLA on the fast path; recomputation must not change it."""
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(4, 17, 1)), rng.normal(size=(4, 17, 1))
+    weights = []
+    for recompute in (None, 5):
+        model = bk.build_model(cell, 6, num_layers=2, seed=0)
+        bk.fit(model, x, y, epochs=1, batch_size=4, verbose=0, seed=0, recompute=recompute)
+        weights.append(model.get_weights())
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
