@@ -17,6 +17,12 @@ and whose backward pass are the BPTT equations themselves,
 
 with the same equations for the LSTM's four gates (Hochreiter & Schmidhuber 1997; Keras gate
 order i, f, c, o). Gradients equal the plain path's (`tests/test_fast.py`).
+
+This path stores h, c and the gates of every step. `recomputed_layer` is full BPTT with
+recomputation (Chen et al. 2016; Gruslys et al. 2016) inside the same kind of custom
+gradient: it keeps the outputs and one state per segment of K steps and rebuilds each
+segment's gates in the backward pass, so that at T = 4000 its memory grows by about a sixth
+of plain autodiff's (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -398,8 +404,13 @@ def _segmented(x, states, weights, head, segment, step, back):
     backward segment by segment.
 
     `weights` are the cell's `[W, U, b]`, `head` an optional `[W_head(, b_head)]`;
-    `step(xw_t, states, recurrent)` is one forward step; `back(...)` returns the carries'
-    gradients entering a segment and the segment's pre-activation gradients `(L, B, G)`.
+    `step(xw_t, states, recurrent)` is one forward step, and
+    `back(xw, recurrent, h_prev, h_seg, states_in, d_seg, carry)` one segment's backward
+    pass: `xw()` gives the segment's `x W + b` (computed only if called), `h_prev` and
+    `h_seg` the stored outputs entering and leaving each step, `states_in` the boundary
+    state, `d_seg` dL/dh from the outputs, `carry` the states' gradients after the segment.
+    It returns the states' gradients before the segment and the pre-activation gradients
+    `(L, B, G)`, from which this function adds the weight gradients and dL/dx.
     """
     steps = x.shape[0]
     if steps is None:
