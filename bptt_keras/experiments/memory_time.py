@@ -2,12 +2,13 @@
 
 One full-BPTT gradient step of LSTM(128) + Dense (batch 32) on sequences of T = 100..4000
 steps, for: plain autodiff through the loop (`fast=False`), the hand-derived backward pass
-(`fast=True`, the default), recomputation (`recompute=64`: only segment boundaries kept,
-Gruslys et al. 2016; Chen et al. 2016) and truncated BPTT(100), whose memory should not
-depend on T at all. Each measurement runs in a fresh process (`python -m
-bptt_keras.experiments.memory_time MODE T ...`): the peak resident set size (Linux
-`VmHWM`, reset after set-up) above the set-up process, over two gradient steps, and the
-time of the second. The same child serves `benchmarks/bench.py`.
+(`fast=True`, the default), recomputation (`recompute=64`: only the outputs and every 64th
+state kept, each segment rebuilt inside the custom gradient; Gruslys et al. 2016; Chen et
+al. 2016), the `tf.recompute_grad` fallback used for layers without a fast path, and
+truncated BPTT(100), whose memory should not depend on T at all. Each measurement runs in
+a fresh process (`python -m bptt_keras.experiments.memory_time MODE T ...`): the peak
+resident set size (Linux `VmHWM`, reset after set-up) above the set-up process, over two
+gradient steps, and the time of the second. The same child serves `benchmarks/bench.py`.
 
 Published: Gruslys et al. 2016 (section 5) save 95% of BPTT's memory at T = 1000 for 33%
 more time; plain BPTT's memory grows linearly in T (Werbos 1990).
@@ -36,7 +37,7 @@ CONFIG = {
     },
     "full": {
         "lengths": [100, 500, 1000, 2000, 4000],
-        "modes": ["plain", "fast", "recompute", "truncated"],
+        "modes": ["plain", "fast", "recompute", "recompute_grad", "truncated"],
         "units": 128,
         "batch": 32,
         "segment": 64,
@@ -49,6 +50,7 @@ LABELS = {
     "plain": "full BPTT, plain autodiff (fast=False)",
     "fast": "full BPTT, hand-derived backward (default)",
     "recompute": "full BPTT, recompute",
+    "recompute_grad": "full BPTT, tf.recompute_grad fallback (fast=False), recompute",
     "truncated": "truncated BPTT(k)",
 }
 
@@ -79,6 +81,7 @@ def measure_step(mode: str, steps: int, *, units=128, batch=32, segment=64, k=10
         "plain": {"fast": False},
         "fast": {"fast": True},
         "recompute": {"fast": True, "recompute": segment},
+        "recompute_grad": {"fast": False, "recompute": segment},
         "truncated": {"fast": True, "k1": min(k, steps)},
     }[mode]
     with open("/proc/self/clear_refs", "w") as handle:
@@ -118,7 +121,7 @@ def run(report) -> None:
             {
                 "T": r["T"],
                 "mode": LABELS[r["mode"]]
-                + (f" {cfg['segment']}" if r["mode"] == "recompute" else "")
+                + (f" {cfg['segment']}" if r["mode"].startswith("recompute") else "")
                 + (f", k = {cfg['k']}" if r["mode"] == "truncated" else ""),
                 "peak MiB above set-up": r["peak_mib"],
                 f"growth above T = {first} (MiB)": r["peak_mib"]
