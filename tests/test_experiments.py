@@ -204,5 +204,10 @@ def test_reproduce_writes_the_run_directory_and_refuses_an_existing_one(tmp_path
     printed = capsys.readouterr().out
     assert "tanh RNN" in printed and f"wrote {out}/" in printed
     check_gradients(out)
+    # same seed, same numbers (the command is deterministic on CPU)
+    again = tmp_path / "again"
+    assert main(["reproduce", "gradients", "--quick", "--out", str(again)]) == 0
+    assert (again / "gradient_norms.csv").read_text() == (out / "gradient_norms.csv").read_text()
+    assert (again / "cliff.csv").read_text() == (out / "cliff.csv").read_text()
     assert main(["reproduce", "gradients", "--quick", "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err

@@ -93,6 +93,76 @@ def learning_curve(
     return updates, losses
 
 
+def compare_models(
+    cfg: dict,
+    seed: int,
+    *,
+    lengths: list[int],
+    make_data,
+    input_dim: int,
+    output_dim: int,
+    loss: str,
+) -> dict:
+    """Trains every model of `cfg["models"]` on a task at every length, full BPTT.
+
+    Args:
+        cfg: the experiment's configuration (`models`, `units`, `train_sequences`,
+            `val_sequences`, `epochs`, `batch_size`, `learning_rate`, `clipnorm`).
+        seed: seeds data (a fresh pair of seeds per length), weights and shuffling.
+        lengths: sequence lengths (or delays) to train at.
+        make_data: `make_data(n, length, seed=...)` -> `(x, y)` or `(x, y, mask)`.
+        input_dim, output_dim, loss: as the task needs.
+
+    Returns:
+        `{length: {model: (updates, val_losses)}}` (see `learning_curve`).
+    """
+    curves: dict = {}
+    for i, length in enumerate(lengths):
+        train = make_data(cfg["train_sequences"], length, seed=seed * 1000 + 2 * i)
+        val = make_data(cfg["val_sequences"], length, seed=seed * 1000 + 2 * i + 1)
+        curves[length] = {}
+        for name in cfg["models"]:
+            model = make_model(
+                name, cfg["units"], input_dim=input_dim, output_dim=output_dim, seed=seed
+            )
+            curves[length][name] = learning_curve(
+                model,
+                train,
+                val,
+                epochs=cfg["epochs"],
+                batch_size=cfg["batch_size"],
+                learning_rate=cfg["learning_rate"],
+                clipnorm=cfg["clipnorm"],
+                loss=loss,
+                seed=seed,
+            )
+    return curves
+
+
+def summary_rows(
+    curves: dict, *, baselines: dict, metric: str, baseline_column: str, published: dict
+) -> list[dict]:
+    """One results row per (length, model): initial, final and best held-out loss against
+    the task's baseline, and the published result quoted for that model."""
+    rows = []
+    for length, by_model in curves.items():
+        for name, (updates, losses) in by_model.items():
+            rows.append(
+                {
+                    "T": length,
+                    "model": name,
+                    "updates": int(updates[-1]),
+                    f"initial {metric}": float(losses[0]),
+                    f"final {metric}": float(losses[-1]),
+                    f"best {metric}": float(min(losses)),
+                    baseline_column: baselines[length],
+                    "final / baseline": float(losses[-1] / baselines[length]),
+                    "published": published[name],
+                }
+            )
+    return rows
+
+
 def curve_rows(curves: dict, *, key: str) -> list[dict]:
     """`{length: {model: (updates, losses)}}` as CSV rows `(key, model, updates, val_loss)`."""
     return [

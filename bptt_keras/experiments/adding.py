@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from bptt_keras.experiments._training import (
     MODELS,
+    compare_models,
     curve_rows,
-    learning_curve,
-    make_model,
     plot_curves,
+    summary_rows,
 )
 from bptt_keras.tasks import ADDING_BASELINE_MSE, adding_problem
 
@@ -58,39 +58,23 @@ PUBLISHED = {
 
 def run(report) -> None:
     """Trains every model at every length; writes `results.*` and `learning_curves.png`."""
-    cfg, seed = report.config, report.seed
-    rows, curves = [], {}
-    for i, length in enumerate(cfg["lengths"]):
-        train = adding_problem(cfg["train_sequences"], length, seed=seed * 1000 + 2 * i)
-        val = adding_problem(cfg["val_sequences"], length, seed=seed * 1000 + 2 * i + 1)
-        curves[length] = {}
-        for name in cfg["models"]:
-            model = make_model(name, cfg["units"], input_dim=2, output_dim=1, seed=seed)
-            updates, losses = learning_curve(
-                model,
-                train,
-                val,
-                epochs=cfg["epochs"],
-                batch_size=cfg["batch_size"],
-                learning_rate=cfg["learning_rate"],
-                clipnorm=cfg["clipnorm"],
-                loss="mse",
-                seed=seed,
-            )
-            curves[length][name] = (updates, losses)
-            rows.append(
-                {
-                    "T": length,
-                    "model": name,
-                    "updates": int(updates[-1]),
-                    "initial MSE": float(losses[0]),
-                    "final MSE": float(losses[-1]),
-                    "best MSE": float(min(losses)),
-                    "baseline MSE": ADDING_BASELINE_MSE,
-                    "final / baseline": float(losses[-1] / ADDING_BASELINE_MSE),
-                    "published": PUBLISHED[name],
-                }
-            )
+    cfg = report.config
+    curves = compare_models(
+        cfg,
+        report.seed,
+        lengths=cfg["lengths"],
+        make_data=adding_problem,
+        input_dim=2,
+        output_dim=1,
+        loss="mse",
+    )
+    rows = summary_rows(
+        curves,
+        baselines={length: ADDING_BASELINE_MSE for length in curves},
+        metric="MSE",
+        baseline_column="baseline MSE",
+        published=PUBLISHED,
+    )
     report.table(
         "results",
         rows,

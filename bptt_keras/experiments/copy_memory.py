@@ -13,7 +13,7 @@ The delays here are shorter, within reach of a CPU budget.
 
 from __future__ import annotations
 
-from bptt_keras.experiments._training import curve_rows, learning_curve, make_model, plot_curves
+from bptt_keras.experiments._training import compare_models, curve_rows, plot_curves, summary_rows
 from bptt_keras.tasks import COPY_SYMBOLS, copy_baseline_loss, copy_memory
 
 CONFIG = {
@@ -50,46 +50,24 @@ PUBLISHED = {
 
 def run(report) -> None:
     """Trains every model at every delay; writes `results.*` and `learning_curves.png`."""
-    cfg, seed = report.config, report.seed
-    rows, curves, baselines = [], {}, {}
-    for i, delay in enumerate(cfg["delays"]):
-        train = copy_memory(cfg["train_sequences"], delay, seed=seed * 1000 + 2 * i)
-        val = copy_memory(cfg["val_sequences"], delay, seed=seed * 1000 + 2 * i + 1)
-        baseline = copy_baseline_loss(delay)
-        curves[delay], baselines[delay] = {}, baseline
-        for name in cfg["models"]:
-            model = make_model(
-                name,
-                cfg["units"],
-                input_dim=COPY_SYMBOLS + 2,
-                output_dim=COPY_SYMBOLS + 1,
-                seed=seed,
-            )
-            updates, losses = learning_curve(
-                model,
-                train,
-                val,
-                epochs=cfg["epochs"],
-                batch_size=cfg["batch_size"],
-                learning_rate=cfg["learning_rate"],
-                clipnorm=cfg["clipnorm"],
-                loss="sparse_categorical_crossentropy",
-                seed=seed,
-            )
-            curves[delay][name] = (updates, losses)
-            rows.append(
-                {
-                    "T": delay,
-                    "model": name,
-                    "updates": int(updates[-1]),
-                    "initial loss": float(losses[0]),
-                    "final loss": float(losses[-1]),
-                    "best loss": float(min(losses)),
-                    "baseline 10 log(8)/(T+20)": baseline,
-                    "final / baseline": float(losses[-1] / baseline),
-                    "published": PUBLISHED[name],
-                }
-            )
+    cfg = report.config
+    curves = compare_models(
+        cfg,
+        report.seed,
+        lengths=cfg["delays"],
+        make_data=lambda n, delay, seed: copy_memory(n, delay, seed=seed),
+        input_dim=COPY_SYMBOLS + 2,
+        output_dim=COPY_SYMBOLS + 1,
+        loss="sparse_categorical_crossentropy",
+    )
+    baselines = {delay: copy_baseline_loss(delay) for delay in curves}
+    rows = summary_rows(
+        curves,
+        baselines=baselines,
+        metric="loss",
+        baseline_column="baseline 10 log(8)/(T+20)",
+        published=PUBLISHED,
+    )
     report.table(
         "results",
         rows,
