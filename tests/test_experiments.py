@@ -211,3 +211,29 @@ def test_reproduce_writes_the_run_directory_and_refuses_an_existing_one(tmp_path
     assert (again / "cliff.csv").read_text() == (out / "cliff.csv").read_text()
     assert main(["reproduce", "gradients", "--quick", "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_model_comparison_is_deterministic_under_a_seed():
+    # the training loop behind `adding` and `copy`, tiny: same seed -> identical curves
+    from bptt_keras.experiments._training import compare_models
+
+    cfg = {
+        "models": ["LSTM", "GRU"],
+        "units": 4,
+        "train_sequences": 64,
+        "val_sequences": 32,
+        "epochs": 2,
+        "batch_size": 32,
+        "learning_rate": 1e-2,
+        "clipnorm": 1.0,
+    }
+
+    def run(seed):
+        kwargs = dict(make_data=adding_problem, input_dim=2, output_dim=1, loss="mse")
+        return compare_models(cfg, seed, lengths=[6], **kwargs)[6]
+
+    first, second, other = run(0), run(0), run(1)
+    for name in cfg["models"]:
+        np.testing.assert_array_equal(first[name][1], second[name][1])
+        np.testing.assert_array_equal(first[name][0], [0, 2, 4])  # updates: 2 per epoch
+        assert not np.array_equal(first[name][1], other[name][1])
