@@ -71,7 +71,7 @@ def test_load_csv_series_reads_columns_and_reports_problems(tmp_path):
 
 
 def test_wheel_ships_the_data_files(tmp_path):
-    """A non-editable install must carry the CSVs: check the built wheel's contents."""
+    """A non-editable install must carry the CSVs and every subpackage: check the wheel."""
     root = data_dir().parent if data_dir().name == "data" else None
     if root is None:  # running against an installed copy: its files are the proof
         assert (data_dir() / "sunspots.csv").is_file()
@@ -96,3 +96,7 @@ def test_wheel_ships_the_data_files(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     for name in ("sunspots.csv", "co2.csv", "README.md"):
         assert f"bptt_keras/data_files/{name}" in names
+    # and every module of the source tree (a subpackage missing from setup.cfg's `packages`
+    # would import in a checkout and fail after `pip install .`)
+    for module in (root / "bptt_keras").rglob("*.py"):
+        assert module.relative_to(root).as_posix() in names
