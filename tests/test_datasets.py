@@ -1,5 +1,6 @@
 """The shipped real series and the CSV loader."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -77,6 +78,14 @@ def test_wheel_ships_the_data_files(tmp_path):
         assert (data_dir() / "sunspots.csv").is_file()
         assert data_dir().name == "data_files"
         return
+    # Build from a clean copy: a stale build/ directory in the checkout would hide a
+    # package missing from setup.cfg.
+    source = tmp_path / "source"
+    shutil.copytree(
+        root,
+        source,
+        ignore=shutil.ignore_patterns("build", "*.egg-info", ".venv", ".git", "runs", "*.ipynb"),
+    )
     subprocess.run(
         [
             sys.executable,
@@ -88,7 +97,7 @@ def test_wheel_ships_the_data_files(tmp_path):
             "-q",
             "-w",
             str(tmp_path),
-            str(root),
+            str(source),
         ],
         check=True,
     )
