@@ -3,6 +3,9 @@
     python benchmarks/bench.py                       # everything, 5 rounds
     python benchmarks/bench.py --workloads small --rounds 7
     python benchmarks/bench.py --quick               # a smoke run (tiny sizes, 2 rounds)
+    python benchmarks/bench.py --workloads large --configs engine_fast --ref HEAD
+                                                     # keras_fit, engine_fast and, in the
+                                                     # same rounds, engine_fast as of HEAD
 
 Peers (PyTorch, JAX) run when installed (`pip install ".[bench]"`) and are listed as skipped
 otherwise.
@@ -245,19 +248,51 @@ def throughput_child(config, workload, quick, data_path):
     spec = (QUICK if quick else WORKLOADS)[workload]
     with np.load(data_path) as data:  # made by the parent: peers never import TensorFlow
         x, y = data["x"], data["y"]
-    print(json.dumps({"epoch_s": CONFIGS[config](spec, x, y)}))
+    base = config.split("@")[0]  # engine_fast@REF: the same run, REF's code (see --ref)
+    print(json.dumps({"epoch_s": CONFIGS[base](spec, x, y), "package": _package_dir()}))
 
 
-def _child(*args):
+def _package_dir():
+    if "bptt_keras" not in sys.modules:
+        return None
+    return os.path.dirname(sys.modules["bptt_keras"].__file__)
+
+
+def _ref_tree(ref):
+    """`git archive` of `ref` unpacked in a temporary folder (the repository is untouched)."""
+    import tempfile
+
+    root = subprocess.run(
+        ["git", "rev-parse", "--show-toplevel"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=os.path.dirname(os.path.abspath(__file__)),
+    ).stdout.strip()
+    target = tempfile.mkdtemp(prefix="bptt-bench-ref-")
+    archive = subprocess.run(
+        ["git", "archive", ref, "bptt_keras"], capture_output=True, check=True, cwd=root
+    )
+    subprocess.run(["tar", "-x", "-C", target], input=archive.stdout, check=True)
+    return target
+
+
+def _child(*args, pythonpath=None):
+    env = None
+    if pythonpath:  # ahead of the installed package: a --ref run imports REF's bptt_keras
+        env = {**os.environ, "PYTHONPATH": pythonpath}
     out = subprocess.run(
-        [sys.executable, __file__, *args], capture_output=True, text=True, timeout=3600
+        [sys.executable, __file__, *args], capture_output=True, text=True, timeout=3600, env=env
     )
     if out.returncode != 0:
         raise RuntimeError(f"{args}: {out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def throughput(workload, spec, rounds, quick):
+def throughput(workload, spec, rounds, quick, only=None, ref=None):
+    """Interleaved rounds of the configurations (`only`: a subset; `keras_fit` always runs,
+    it is the baseline). `ref`: `(git ref, unpacked tree)`, adds `engine_fast@REF`, the
+    default fast path of that commit, run in the same rounds."""
     import tempfile
 
     import numpy as np
@@ -265,8 +300,15 @@ def throughput(workload, spec, rounds, quick):
     data_path = os.path.join(tempfile.mkdtemp(prefix="bptt-bench-"), f"{workload}.npz")
     x, y = _data(spec)
     np.savez(data_path, x=x, y=y)
-    configs = [c for c in CONFIGS if _available(c)]
-    skipped = [c for c in CONFIGS if c not in configs]
+    wanted = [c for c in CONFIGS if only is None or c in only or c == "keras_fit"]
+    configs = [c for c in wanted if _available(c)]
+    skipped = [c for c in wanted if c not in configs]
+    trees = {}
+    if ref is not None:
+        name = f"engine_fast@{ref[0]}"
+        at = configs.index("engine_fast") + 1 if "engine_fast" in configs else len(configs)
+        configs.insert(at, name)
+        trees[name] = ref[1]
     times = {c: [] for c in configs}
     for round_ in range(rounds):
         for name in configs:  # interleaved: A B C A B C ...
@@ -274,7 +316,10 @@ def throughput(workload, spec, rounds, quick):
             # process safely, and no run inherits another's caches or allocator state.
             child = ["--run-child", name, workload, "--data", data_path]
             child += ["--quick"] if quick else []
-            times[name].append(_child(*child)["epoch_s"])
+            result = _child(*child, pythonpath=trees.get(name))
+            if name in trees and result["package"] != os.path.join(trees[name], "bptt_keras"):
+                raise RuntimeError(f"{name} imported {result['package']}, not the ref's tree")
+            times[name].append(result["epoch_s"])
         print(
             f"  {workload} round {round_ + 1}/{rounds}: "
             + ", ".join(f"{c} {times[c][-1]:.3f}s" for c in configs),
@@ -289,6 +334,9 @@ def throughput(workload, spec, rounds, quick):
             "seq_per_s": spec["n"] / medians[c],
             "vs_keras_fit": base / medians[c],
             "epochs_s": times[c],
+            "per_round_vs_keras_fit": [
+                k / t for k, t in zip(times["keras_fit"], times[c], strict=True)
+            ],
         }
         for c in configs
     ]
@@ -433,13 +481,14 @@ def markdown(report):
             f"{result['rounds']} interleaved rounds"
             + (f" (skipped: {', '.join(result['skipped'])})" if result["skipped"] else ""),
             "",
-            "| configuration | epoch (s) | sequences/s | vs Keras fit |",
-            "|---|---|---|---|",
+            "| configuration | epoch (s) | sequences/s | vs Keras fit | per round vs Keras fit |",
+            "|---|---|---|---|---|",
         ]
         for row in result["rows"]:
+            rounds_ = " ".join(f"{r:.2f}" for r in row["per_round_vs_keras_fit"])
             lines.append(
                 f"| {row['config']} | {row['median_epoch_s']:.3f} | "
-                f"{row['seq_per_s']:.0f} | {row['vs_keras_fit']:.2f}x |"
+                f"{row['seq_per_s']:.0f} | {row['vs_keras_fit']:.2f}x | {rounds_} |"
             )
         lines.append("")
     if report["memory"]:
@@ -488,6 +537,16 @@ def main():
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 5; memory 3)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 2 rounds")
     parser.add_argument("--json", help="also write the raw results here")
+    parser.add_argument(
+        "--configs",
+        help="throughput configurations to run, comma-separated (default: all; keras_fit, "
+        f"the baseline, always runs): {', '.join(CONFIGS)}",
+    )
+    parser.add_argument(
+        "--ref",
+        help="also run engine_fast as of this git commit (e.g. HEAD), interleaved in the "
+        "same rounds: an A/B of uncommitted changes to the fast path",
+    )
     parser.add_argument("--memory-child", nargs=2, metavar=("CONFIG", "T"), help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument(
@@ -504,10 +563,19 @@ def main():
     args.rounds_set = args.rounds is not None
     rounds = 2 if args.quick else (args.rounds or 5)
     specs = QUICK if args.quick else WORKLOADS
+    only = None
+    if args.configs:
+        only = args.configs.split(",")
+        unknown = [c for c in only if c not in CONFIGS]
+        if unknown:
+            parser.error(f"unknown configurations {unknown}; choose from {list(CONFIGS)}")
+    ref = (args.ref, _ref_tree(args.ref)) if args.ref else None
     report = {"versions": versions(), "throughput": [], "memory": []}
     for workload in ("small", "large"):
         if workload in chosen:
-            report["throughput"].append(throughput(workload, specs[workload], rounds, args.quick))
+            report["throughput"].append(
+                throughput(workload, specs[workload], rounds, args.quick, only, ref)
+            )
     if "memory" in chosen:
         steps = (20, 60) if args.quick else MEMORY_STEPS
         memory_rounds = 1 if args.quick else (args.rounds if args.rounds_set else 3)

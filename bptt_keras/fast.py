@@ -16,13 +16,20 @@ and whose backward pass are the BPTT equations themselves,
                                                                 (one matmul each, after it)
 
 with the same equations for the LSTM's four gates (Hochreiter & Schmidhuber 1997; Keras gate
-order i, f, c, o). Gradients equal the plain path's (`tests/test_fast.py`).
+order i, f, c, o). The LSTM step is shaped for XLA on a CPU, where each element-wise pass
+over a step's (B, 4u) gates costs a tenth to a seventh of its matrix product: one
+product [h, x_t, 1] [U; W; b] per step, all four gates from one `tanh` (sigmoid(z) =
+tanh(z/2)/2 + 1/2, the 1/2 folded into the weights), and the forward pass stores per step
+exactly what the backward recurrence multiplies by (the gates' slopes times their partners,
+o (1 - tanh(c)^2) and f), so that a backward step is a few element-wise ops and one product;
+dU, dW and db are then one product [h_(t-1), x_t, 1]^T dz over all steps. Gradients equal
+the plain path's (`tests/test_fast.py`, float64 to 1e-10).
 
-This path stores h, c and the gates of every step. `recomputed_layer` is full BPTT with
-recomputation (Chen et al. 2016; Gruslys et al. 2016) inside the same kind of custom
-gradient: it keeps the outputs and one state per segment of K steps and rebuilds each
-segment's gates in the backward pass, so that at T = 4000 its memory grows by about a sixth
-of plain autodiff's (benchmarks/RESULTS.md).
+This path stores h and 6u further numbers (the rows above) of every step.
+`recomputed_layer` is full BPTT with recomputation (Chen et al. 2016; Gruslys et al. 2016)
+inside the same kind of custom gradient: it keeps the outputs and one state per segment of
+K steps and rebuilds each segment's gates in the backward pass, so that at T = 4000 its
+memory grows by about a sixth of plain autodiff's (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -142,36 +149,70 @@ def lstm_layer(layer, x, h0, c0, capture_at):
     return out, [h_final, c_final], [h_captured, c_captured]
 
 
+def _gate_affine(units, dtype):
+    """`(s, k)` with `[sigmoid, sigmoid, tanh, sigmoid](z) = s * tanh(s * z) + k` per column.
+
+    sigmoid(z) = tanh(z / 2) / 2 + 1 / 2, so with the scale `s` folded into the weights all
+    four gates come from one `tanh` of the whole `(batch, 4u)` pre-activation, and their
+    slopes from it too: d gate / dz = s^2 (1 - tanh(s z)^2). Under XLA on a CPU the three
+    separate sigmoids cost about two thirds of a step's matrix product (benchmarks/RESULTS.md).
+    """
+    half, one, zero = (tf.fill([units], tf.constant(v, dtype)) for v in (0.5, 1.0, 0.0))
+    return tf.concat([half, half, one, half], 0), tf.concat([half, half, zero, half], 0)
+
+
 def _lstm(x, h0, c0, kernel, recurrent, bias, capture_at):
+    units = h0.shape[-1]
+    features = x.shape[-1]
+
     @tf.custom_gradient
     def run(x, h0, c0, kernel, recurrent, bias):
-        xw = _time_major(tf.einsum("btf,fg->btg", x, kernel) + bias)  # (T, B, 4u)
-        steps = tf.shape(xw)[0]
-        shape = h0.shape
-        hs = tf.TensorArray(x.dtype, size=steps, element_shape=shape)
-        cs = tf.TensorArray(x.dtype, size=steps, element_shape=shape)
-        gates = tf.TensorArray(x.dtype, size=steps, element_shape=xw.shape[1:])
+        dtype = x.dtype
+        scale, shift = _gate_affine(units, dtype)
+        xs = _time_major(x)
+        steps = tf.shape(xs)[0]
+        ones = tf.ones_like(h0[:, :1])
+        # One matrix product per step, [h, x_t, 1] [U; W; b]: no (T, B, 4u) x W + b array is
+        # written before the loop and read back inside it.
+        weights = tf.concat([recurrent, kernel, bias[None]], 0) * scale
+        hs = tf.TensorArray(dtype, size=steps, element_shape=h0.shape)
+        # Per step, what the backward pass needs and nothing else (see `back`): the gates'
+        # slopes (B, 4u) and [o (1 - tanh(c)^2), f] (B, 2u). Two rows, not one of 6u: outside
+        # XLA, (B, 6u) pieces landed in the allocator's large-buffer pool and a T = 4000 step
+        # peaked about 300 MiB higher (benchmarks/RESULTS.md).
+        slope_rows = tf.TensorArray(dtype, size=steps, element_shape=[h0.shape[0], 4 * units])
+        cell_rows = tf.TensorArray(dtype, size=steps, element_shape=[h0.shape[0], 2 * units])
 
-        def body(t, h, c, hs, cs, gates):
-            z = xw[t] + tf.matmul(h, recurrent)
-            zi, zf, zg, zo = tf.split(z, 4, axis=-1)
-            i, f, g, o = tf.sigmoid(zi), tf.sigmoid(zf), tf.tanh(zg), tf.sigmoid(zo)
-            c = f * c + i * g
-            h = o * tf.tanh(c)
+        def body(t, h, c, c_captured, hs, slope_rows, cell_rows):
+            a = tf.tanh(tf.matmul(tf.concat([h, xs[t], ones], -1), weights))
+            i, f, g, o = tf.split(a * scale + shift, 4, axis=-1)
+            c_next = f * c + i * g
+            tc = tf.tanh(c_next)
+            h = o * tc
+            # dz_t = [dc_t, dc_t, dc_t, dh_t] * slopes_t: the gates' slopes times what each
+            # gate multiplies, known in the forward pass while its values are at hand.
+            slopes = scale * scale * (1.0 - tf.square(a)) * tf.concat([g, c, i, tc], -1)
+            cell = tf.concat([o * (1.0 - tf.square(tc)), f], -1)
+            c_captured = tf.where(t + 1 == capture_at, c_next, c_captured)
             return (
                 t + 1,
                 h,
-                c,
+                c_next,
+                c_captured,
                 hs.write(t, h),
-                cs.write(t, c),
-                gates.write(t, tf.concat([i, f, g, o], axis=-1)),
+                slope_rows.write(t, slopes),
+                cell_rows.write(t, cell),
             )
 
-        _, h_final, c_final, hs, cs, gates = tf.while_loop(
-            lambda t, *_: t < steps, body, (0, h0, c0, hs, cs, gates), maximum_iterations=steps
+        _, h_final, c_final, c_captured, hs, slope_rows, cell_rows = tf.while_loop(
+            lambda t, *_: t < steps,
+            body,
+            (0, h0, c0, c0, hs, slope_rows, cell_rows),
+            maximum_iterations=steps,
         )
-        h_seq, c_seq, gate_seq = hs.stack(), cs.stack(), gates.stack()
-        h_captured, c_captured = _captured(h_seq, h0, capture_at), _captured(c_seq, c0, capture_at)
+        h_seq = hs.stack()  # (T, B, u)
+        slope_seq, cell_seq = slope_rows.stack(), cell_rows.stack()  # (T, B, 4u), (T, B, 2u)
+        h_captured = _captured(h_seq, h0, capture_at)
         outputs = (_time_major(h_seq), h_final, c_final, h_captured, c_captured)
 
         def grad(*d_outputs):
@@ -179,30 +220,21 @@ def _lstm(x, h0, c0, kernel, recurrent, bias, capture_at):
                 list(d_outputs), list(outputs)
             )
             d_h_seq = _time_major(d_out)
-            dzs = tf.TensorArray(x.dtype, size=steps, element_shape=xw.shape[1:])
+            dzs = tf.TensorArray(dtype, size=steps, element_shape=[h0.shape[0], 4 * units])
 
             def back(t, dh_carry, dc_carry, dzs):
-                # Final/captured gradients join the carries at their step, and c_(t-1) is
-                # read from the stored states: no extra (T, B, u) tensors in the backward pass.
+                # Final/captured gradients join the carries at their step; the rest is the
+                # step's rows: a few element-wise ops and one matmul per step.
                 at_end, at_capture = t == steps - 1, t == capture_at - 1
                 dh = d_h_seq[t] + dh_carry
                 dh += tf.where(at_end, d_h_final, tf.zeros_like(d_h_final))
                 dh += tf.where(at_capture, d_h_captured, tf.zeros_like(d_h_captured))
-                dc_in = dc_carry + tf.where(at_end, d_c_final, tf.zeros_like(d_c_final))
-                dc_in += tf.where(at_capture, d_c_captured, tf.zeros_like(d_c_captured))
-                i, f, g, o = tf.split(gate_seq[t], 4, axis=-1)
-                c_prev = tf.where(t > 0, c_seq[tf.maximum(t - 1, 0)], c0)
-                tc = tf.tanh(c_seq[t])
-                dc = dc_in + dh * o * (1.0 - tf.square(tc))
-                dz = tf.concat(
-                    [
-                        dc * g * i * (1.0 - i),
-                        dc * c_prev * f * (1.0 - f),
-                        dc * i * (1.0 - tf.square(g)),
-                        dh * tc * o * (1.0 - o),
-                    ],
-                    axis=-1,
-                )
+                dc = dc_carry + tf.where(at_end, d_c_final, tf.zeros_like(d_c_final))
+                dc += tf.where(at_capture, d_c_captured, tf.zeros_like(d_c_captured))
+                slopes = slope_seq[t]
+                to_c, f = tf.split(cell_seq[t], 2, axis=-1)
+                dc += dh * to_c
+                dz = tf.concat([dc, dc, dc, dh], -1) * slopes
                 return (
                     t - 1,
                     tf.matmul(dz, recurrent, transpose_b=True),
@@ -220,12 +252,13 @@ def _lstm(x, h0, c0, kernel, recurrent, bias, capture_at):
             d_h0 += tf.where(zero_capture, d_h_captured, tf.zeros_like(d_h_captured))
             d_c0 += tf.where(zero_capture, d_c_captured, tf.zeros_like(d_c_captured))
             dz = dzs.stack()  # (T, B, 4u)
+            # dU, dW and db as one matrix product: [h_(t-1), x_t, 1]^T dz over all t.
             h_prev = tf.concat([h0[None], h_seq[:-1]], axis=0)
-            d_kernel = tf.einsum("tbf,tbg->fg", _time_major(x), dz)
-            d_recurrent = tf.einsum("tbu,tbg->ug", h_prev, dz)
-            d_bias = tf.reduce_sum(dz, axis=[0, 1])
+            inputs = tf.concat([h_prev, xs, tf.ones_like(xs[..., :1])], -1)
+            d_weights = tf.einsum("tbk,tbg->kg", inputs, dz)
+            d_recurrent, d_kernel, d_bias = tf.split(d_weights, [units, features, 1], axis=0)
             d_x = _time_major(tf.einsum("tbg,fg->tbf", dz, kernel))
-            return d_x, d_h0, d_c0, d_kernel, d_recurrent, d_bias
+            return d_x, d_h0, d_c0, d_kernel, d_recurrent, d_bias[0]
 
         return outputs, grad
 

@@ -99,14 +99,67 @@ def test_recompute_trains_like_full_bptt_and_rejects_truncation():
         bk.fit(bk.build_model(), x, y, k1=5, recompute=4)
 
 
-# ---- full BPTT with recomputation inside the custom gradient (fast.recomputed_layer) ----
-
-
 @pytest.fixture
 def float64():
     keras.config.set_floatx("float64")
     yield
     keras.config.set_floatx("float32")
+
+
+# ---- the LSTM's stored-activation fast path (fast.lstm_layer) in float64 -----------------
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("k1, k2", [(None, None), (4, 4), (3, 7), (5, 11), (13, 13)])
+def test_fast_lstm_gradients_equal_plain_float64(float64, layers, k1, k2):
+    """Exact to rounding: sigmoid gates as s tanh(s z) + k, slopes stored in the forward
+    pass and one matrix product for dU, dW, db change the arithmetic, not the result
+    (k1 < k2: the captured state's gradient; k2 = T: a block with all of it)."""
+    model = bk.build_model("lstm", 6, input_dim=3, output_dim=2, num_layers=layers, seed=1)
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(4, 13, 3)), rng.normal(size=(4, 13, 2))
+    loss_fast, fast_grads = bk.bptt_gradients(model, x, y, k1=k1, k2=k2, fast=True)
+    loss_plain, plain_grads = bk.bptt_gradients(model, x, y, k1=k1, k2=k2, fast=False)
+    assert loss_fast == pytest.approx(loss_plain, rel=1e-12)
+    for a, b in zip(fast_grads, plain_grads, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("capture_at", [0, 1, 6, 11])
+@pytest.mark.parametrize("mode", ["graph", "xla"])
+def test_fast_lstm_layer_gradients_of_outputs_finals_and_captured_states(float64, capture_at, mode):
+    """The layer on its own against the plain loop: the outputs, final and captured h and
+    c, and the gradients for x, h0, c0 and the weights with all of them in the loss
+    (capture at the start, after one step, midway and at the end); in a graph and compiled
+    with XLA, as `fit`'s step is."""
+    model = bk.build_model("lstm", 5, input_dim=2, seed=3)
+    layer = bk.recurrent_layers(model)[0]
+    rng = np.random.default_rng(capture_at)
+    x = tf.constant(rng.normal(size=(3, 11, 2)))
+    states = [tf.constant(rng.normal(size=(3, 5))) for _ in range(2)]
+    weights = [rng.normal(size=(3, 11, 5))] + [rng.normal(size=(3, 5)) for _ in range(4)]
+    at = tf.constant(capture_at)
+
+    def gradients(run):
+        with tf.GradientTape() as tape:
+            tape.watch([x, *states])
+            out, finals, captured = run()
+            values = [out, *finals, *captured]
+            loss = sum(tf.reduce_sum(v * w) for v, w in zip(values, weights, strict=True))
+        return values + tape.gradient(loss, [x, *states, *layer.trainable_variables])
+
+    def reference():
+        return run_layer(layer, x, states, capture_at=at)
+
+    def fast_layer():
+        return fast.lstm_layer(layer, x, *states, at)
+
+    compiled = tf.function(lambda: gradients(fast_layer), jit_compile=mode == "xla")
+    for a, b in zip(compiled(), gradients(reference), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+# ---- full BPTT with recomputation inside the custom gradient (fast.recomputed_layer) ----
 
 
 RECOMPUTE_MODELS = {
