@@ -53,12 +53,12 @@ QUICK = {
     "large": {"cell": "lstm", "units": 32, "steps": 40, "batch": 16, "n": 32},
 }
 MEMORY_STEPS = (100, 1000, 4000)
-MEMORY_CONFIGS = {
-    "plain": {"fast": False},
-    "fast": {"fast": True},
-    "recompute": {"fast": True, "recompute": 64},
-    "recompute_grad": {"fast": False, "recompute": 64},
-    "truncated_k100": {"fast": True, "k1": 100},
+MEMORY_MODES = {  # benchmark name -> mode of bptt_keras.experiments.memory_time
+    "plain": "plain",  # fast=False
+    "fast": "fast",  # fast=True (default)
+    "recompute": "recompute",  # fast=True, recompute=64
+    "recompute_grad": "recompute_grad",  # fast=False, recompute=64
+    "truncated_k100": "truncated",  # fast=True, k1=min(100, T)
 }
 
 
@@ -346,38 +346,24 @@ def throughput(workload, spec, rounds, quick, only=None, ref=None):
 # ---- memory ---------------------------------------------------------------------------
 
 
-def _rss_kib(field):
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field):
-                return int(line.split()[1])
-    raise RuntimeError(field)
-
-
 def memory_child(config, steps, units=128, batch=32):
-    """One measurement in this (fresh) process; prints a JSON line."""
-    import numpy as np
+    """One measurement in this (fresh) process; prints a JSON line.
 
-    import bptt_keras as bk
+    The measurement is `bptt_keras.experiments.memory_time.measure_step`, the same code as
+    the `memory` experiment (`bptt-keras reproduce memory`), so both report the same figures.
+    """
+    from bptt_keras.experiments.memory_time import measure_step
 
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(batch, steps, 1)).astype("float32")
-    y = rng.normal(size=(batch, steps, 1)).astype("float32")
-    model = bk.build_model("lstm", units, seed=0)
-    kwargs = dict(MEMORY_CONFIGS[config])
-    if "k1" in kwargs:
-        kwargs["k1"] = min(kwargs["k1"], steps)
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")  # reset the peak RSS (VmHWM): set-up (imports, data) is excluded
-    before = _rss_kib("VmRSS")
-    bk.bptt_gradients(model, x, y, **kwargs)  # first step: tracing, allocation
-    start = time.perf_counter()
-    bk.bptt_gradients(model, x, y, **kwargs)
-    elapsed = time.perf_counter() - start
-    peak = _rss_kib("VmHWM")
+    mode = MEMORY_MODES[config]
+    row = measure_step(mode, steps, units=units, batch=batch, segment=64, k=100)
     print(
         json.dumps(
-            {"config": config, "steps": steps, "peak_above_kib": peak - before, "step_s": elapsed}
+            {
+                "config": config,
+                "steps": steps,
+                "peak_above_kib": row["peak_mib"] * 1024,
+                "step_s": row["step_s"],
+            }
         )
     )
 
@@ -579,7 +565,7 @@ def main():
     if "memory" in chosen:
         steps = (20, 60) if args.quick else MEMORY_STEPS
         memory_rounds = 1 if args.quick else (args.rounds if args.rounds_set else 3)
-        report["memory"] = memory(list(MEMORY_CONFIGS), steps, memory_rounds)
+        report["memory"] = memory(list(MEMORY_MODES), steps, memory_rounds)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=2)
