@@ -55,10 +55,8 @@ def learning_curve(
     clipnorm: float | None,
     loss: str,
     seed: int,
-    k1: int | None = None,
-    k2: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Trains with the BPTT engine and scores the held-out set before and after every epoch.
+    """Trains with full BPTT and scores the held-out set before and after every epoch.
 
     Args:
         train, val: `(x, y)` or `(x, y, sample_weight)`.
@@ -75,8 +73,6 @@ def learning_curve(
         y,
         epochs=epochs,
         batch_size=batch_size,
-        k1=k1,
-        k2=k2,
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         clipnorm=clipnorm,
         loss=loss,
@@ -85,8 +81,8 @@ def learning_curve(
         seed=seed,
         verbose=0,
     )
-    per_epoch = -(-x.shape[0] // batch_size)
-    updates = per_epoch * np.arange(epochs + 1) * (1 if k1 is None else -(-x.shape[1] // k1))
+    per_epoch = -(-x.shape[0] // batch_size)  # full BPTT: one update per batch
+    updates = per_epoch * np.arange(epochs + 1)
     losses = np.array([initial, *history.history["val_loss"]])
     if len(losses) < epochs + 1:  # stopped early on a non-finite loss: the curve ends there
         losses = np.concatenate([losses, np.full(epochs + 1 - len(losses), np.nan)])
@@ -161,6 +157,46 @@ def summary_rows(
                 }
             )
     return rows
+
+
+def report_comparison(
+    report,
+    curves: dict,
+    *,
+    baselines: dict,
+    metric: str,
+    baseline_column: str,
+    published: dict,
+    title: str,
+    notes: str,
+    plot_title: str,
+    ylabel: str,
+    caption: str,
+    summary: str,
+) -> None:
+    """Writes a model comparison: `results.*`, `curves.csv`, `learning_curves.png` and the
+    run's summary (the models whose final loss is below half the baseline).
+
+    Args:
+        curves: `compare_models`' result; baselines: `{length: baseline loss}`.
+        metric, baseline_column, published: see `summary_rows`.
+        title, notes: of the results table; plot_title, ylabel, caption: of the plot.
+        summary: the summary's opening words, e.g. "Models whose final MSE is below half
+            the baseline".
+    """
+    rows = summary_rows(
+        curves,
+        baselines=baselines,
+        metric=metric,
+        baseline_column=baseline_column,
+        published=published,
+    )
+    report.table("results", rows, title=title, notes=notes)
+    report.data("curves", curve_rows(curves, key="T"))
+    fig = plot_curves(curves, baselines, title=plot_title, ylabel=ylabel)
+    report.figure("learning_curves", fig, caption=caption)
+    beat = [f"{r['model']} (T={r['T']})" for r in rows if r["final / baseline"] < 0.5]
+    report.finish(f"{summary}: " + (", ".join(beat) or "none") + ".")
 
 
 def curve_rows(curves: dict, *, key: str) -> list[dict]:

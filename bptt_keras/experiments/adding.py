@@ -14,13 +14,7 @@ beat it from T = 150 on; Arjovsky, Shah & Bengio 2016, Fig. 2 - LSTM solves T = 
 
 from __future__ import annotations
 
-from bptt_keras.experiments._training import (
-    MODELS,
-    compare_models,
-    curve_rows,
-    plot_curves,
-    summary_rows,
-)
+from bptt_keras.experiments._training import MODELS, compare_models, report_comparison
 from bptt_keras.tasks import ADDING_BASELINE_MSE, adding_problem
 
 CONFIG = {
@@ -68,33 +62,21 @@ def run(report) -> None:
         output_dim=1,
         loss="mse",
     )
-    rows = summary_rows(
+    report_comparison(
+        report,
         curves,
         baselines={length: ADDING_BASELINE_MSE for length in curves},
         metric="MSE",
         baseline_column="baseline MSE",
         published=PUBLISHED,
-    )
-    report.table(
-        "results",
-        rows,
         title="Adding problem: held-out MSE at the last step",
         notes="Baseline: always predicting 1 scores Var(u1 + u2) = 1/6 (Hochreiter & "
         "Schmidhuber 1997; Le et al. 2015). 'final / baseline' < 1 means the model uses the "
         f"marked values. Adam (learning rate {cfg['learning_rate']:g}), gradient norm clipped "
         f"to {cfg['clipnorm']:g}, {cfg['units']} units, batch {cfg['batch_size']}, full BPTT.",
-    )
-    report.data("curves", curve_rows(curves, key="T"))
-    fig = plot_curves(
-        curves,
-        {length: ADDING_BASELINE_MSE for length in curves},
-        title="Adding problem: held-out MSE vs updates (dashed: predict-the-mean baseline 1/6)",
+        plot_title="Adding problem: held-out MSE vs updates (dashed: predict-the-mean "
+        "baseline 1/6)",
         ylabel="MSE at the last step (log scale)",
-    )
-    report.figure("learning_curves", fig, caption="Adding problem learning curves")
-    beat = [f"{r['model']} (T={r['T']})" for r in rows if r["final / baseline"] < 0.5]
-    report.finish(
-        "Models whose final MSE is below half the baseline: "
-        + (", ".join(beat) if beat else "none")
-        + "."
+        caption="Adding problem learning curves",
+        summary="Models whose final MSE is below half the baseline",
     )

@@ -13,7 +13,7 @@ The delays here are shorter, within reach of a CPU budget.
 
 from __future__ import annotations
 
-from bptt_keras.experiments._training import compare_models, curve_rows, plot_curves, summary_rows
+from bptt_keras.experiments._training import compare_models, report_comparison
 from bptt_keras.tasks import COPY_SYMBOLS, copy_baseline_loss, copy_memory
 
 CONFIG = {
@@ -60,34 +60,20 @@ def run(report) -> None:
         output_dim=COPY_SYMBOLS + 1,
         loss="sparse_categorical_crossentropy",
     )
-    baselines = {delay: copy_baseline_loss(delay) for delay in curves}
-    rows = summary_rows(
+    report_comparison(
+        report,
         curves,
-        baselines=baselines,
+        baselines={delay: copy_baseline_loss(delay) for delay in curves},
         metric="loss",
         baseline_column="baseline 10 log(8)/(T+20)",
         published=PUBLISHED,
-    )
-    report.table(
-        "results",
-        rows,
         title="Copy memory: held-out cross-entropy per step (nats)",
         notes="Baseline: the memoryless strategy, 10 log(8)/(T+20) (Arjovsky, Shah & Bengio "
         "2016, section 4.1). 'final / baseline' < 1 means symbols are being recalled. Adam "
         f"(learning rate {cfg['learning_rate']:g}), clipping at {cfg['clipnorm']:g}, "
         f"{cfg['units']} units, batch {cfg['batch_size']}, full BPTT.",
-    )
-    report.data("curves", curve_rows(curves, key="T"))
-    fig = plot_curves(
-        curves,
-        baselines,
-        title="Copy memory: held-out cross-entropy vs updates (dashed: memoryless baseline)",
+        plot_title="Copy memory: held-out cross-entropy vs updates (dashed: memoryless baseline)",
         ylabel="cross-entropy per step (nats, log scale)",
-    )
-    report.figure("learning_curves", fig, caption="Copy-memory learning curves")
-    beat = [f"{r['model']} (T={r['T']})" for r in rows if r["final / baseline"] < 0.5]
-    report.finish(
-        "Models whose final loss is below half the memoryless baseline: "
-        + (", ".join(beat) if beat else "none")
-        + "."
+        caption="Copy-memory learning curves",
+        summary="Models whose final loss is below half the memoryless baseline",
     )

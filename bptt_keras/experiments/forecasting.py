@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from numpy.lib.stride_tricks import sliding_window_view
 
 from bptt_keras.config import TrainConfig
-from bptt_keras.run import train
+from bptt_keras.run import _errors, train
 
 CONFIG = {
     "quick": {
@@ -83,11 +83,6 @@ def ar_closed_loop(coef: np.ndarray, context: np.ndarray, steps: int) -> np.ndar
         out.append(value)
         history.append(value)
     return np.array(out)
-
-
-def _errors(truth, prediction) -> tuple[float, float]:
-    diff = np.asarray(prediction, np.float64) - np.asarray(truth, np.float64)
-    return float(np.sqrt(np.mean(diff**2))), float(np.mean(np.abs(diff)))
 
 
 def _one_series(name: str, spec: dict, cfg: dict, seed: int):

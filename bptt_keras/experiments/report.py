@@ -73,19 +73,14 @@ class Report:
         """Writes `rows` to `<name>.csv` and `<name>.md` and keeps them for the summary."""
         if not rows:
             raise ValueError(f"Table {name!r} has no rows.")
-        columns = list(rows[0])
-        csv_path = self.out / f"{name}.csv"
-        with open(csv_path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-        text = f"### {title}\n\n{markdown_table(rows, columns)}\n"
+        csv_path = self.data(name, rows)
+        text = f"### {title}\n\n{markdown_table(rows)}\n"
         if notes:
             text += f"\n{notes}\n"
         md_path = self.out / f"{name}.md"
         md_path.write_text(text)
         self.tables[name] = rows
-        self.files[f"{name}.csv"], self.files[f"{name}.md"] = csv_path, md_path
+        self.files[md_path.name] = md_path
         self._sections.append(text)
         return csv_path, md_path
 
