@@ -670,11 +670,22 @@ def fit(
         return tf.constant(_weighted_normaliser(loss, reduction, scored, features), tf.float32)
 
     def scored_count(rows: np.ndarray, block) -> float:  # denominator of the reported loss
+        if not weighted:
+            return float(len(rows) * (block.end - block.loss_start) * features)
         return float(w[rows, block.loss_start : block.end].sum()) * features
 
     @functools.cache
     def zeros(rows: int):  # zero states, made once per batch size
         return engine.zero_states(rows)
+
+    def batch_weights(rows: np.ndarray):
+        # Without sample_weight every batch of a size has the same all-ones weights: made
+        # once, not sliced and copied to the device for every batch.
+        return engine.distribute(w[rows]) if weighted else ones(len(rows))
+
+    @functools.cache
+    def ones(rows: int):
+        return engine.distribute(np.ones((rows, steps), np.float32))
 
     features = y.shape[-1] if loss == "mse" else 1
     # Reported losses are L as defined by `reduction`: the per-element mean, times T for
@@ -776,7 +787,7 @@ def fit(
                 callback_list.on_train_batch_begin(step)
                 rows = order[step * batch_size : (step + 1) * batch_size]
                 xb, yb = engine.distribute(x[rows]), engine.distribute(y[rows])
-                wb = engine.distribute(w[rows])
+                wb = batch_weights(rows)
                 states = carried if stateful else zeros(len(rows))
                 for index, (block, (positions, lengths)) in enumerate(
                     zip(blocks, block_scalars, strict=True)
