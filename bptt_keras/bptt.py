@@ -3,7 +3,10 @@
 `bptt_gradients` returns the gradient of the loss with the weights as they are, for full BPTT,
 truncated BPTT(k) or TBPTT(k1, k2) (see `bptt_keras.truncation`). `fit` trains with one
 optimizer update per block of `k1` steps, carrying the state from block to block. Both run the
-same compiled block step (`_Engine`), under a `tf.distribute` strategy when one is given.
+same compiled block step (`_Engine`), under a `tf.distribute` strategy when one is given;
+`fit` runs several full-BPTT batches per compiled call (`_Engine._train_many`), because for
+small models the step takes a few milliseconds and a call and host round trip per batch add
+half as much again.
 
 The loss is a per-step loss reduced over the sequence, as in the source document
 (`loss = sum_t loss_t`), divided by a constant:
@@ -170,6 +173,7 @@ class _Engine:
         jit = bool(fast) and not self.distributed
         self.grad_fn = tf.function(self._grad_step, reduce_retracing=True)
         self.train_fn = tf.function(self._train_step, reduce_retracing=True, jit_compile=jit)
+        self.train_many_fn = tf.function(self._train_many, reduce_retracing=True, jit_compile=jit)
         self.eval_fn = tf.function(self._eval_step, reduce_retracing=True)
 
     # -- data placement ---------------------------------------------------------------
@@ -274,6 +278,55 @@ class _Engine:
             ]
         )
         return stats, finals, captured
+
+    def _train_many(
+        self, x, y, w, order, norms, states, first, count, block, *, batch, limit, rows
+    ):
+        """Up to `limit` full-BPTT updates in one call: batch `first + i` is the rows
+        `order[(first + i) * batch :][:batch]` of the whole data `x`, `y`, `w`.
+
+        Runs `count` (<= `limit`) batches, or stops after the first whose loss or gradient is
+        not finite (that update is skipped, so the weights stay those of the last finite
+        one). `order` is padded to whole batches: positions from `rows` (the number of
+        sequences) on repeat a row of the last batch with weight 0, so that a last partial
+        batch has the same static shape and its update is that of its real rows (its
+        normaliser, `norms[...]`, counts only those). `states` is `None` for independent
+        sequences (zero states per batch) or the stateful model's carried states.
+
+        Returns `(stats (limit, 3), batches run, states)`.
+        """
+        start, loss_start, capture, length, loss_len = block
+        stats = tf.TensorArray(tf.float64, size=limit, element_shape=(3,))
+        carry = [] if states is None else states
+
+        def body(i, finite, carry, stats):
+            begin_row = (first + i) * batch
+            index = tf.slice(order, [begin_row], [batch])
+            real = begin_row + tf.range(batch) < rows
+            weights = tf.gather(w, index) * tf.cast(real, w.dtype)[:, None]
+            begin = carry if states is not None else self.parts.zero_states(batch)
+            row_stats, finals, _ = self._train_step(
+                tf.gather(x, index),
+                tf.gather(y, index),
+                weights,
+                begin,
+                start,
+                loss_start,
+                capture,
+                norms[first + i],
+                length,
+                loss_len,
+            )
+            carry = finals if states is not None else carry
+            return i + 1, row_stats[2] > 0, carry, stats.write(i, row_stats)
+
+        done, _, carry, stats = tf.while_loop(
+            lambda i, finite, *_: (i < count) & finite,
+            body,
+            (tf.constant(0), tf.constant(True), carry, stats),
+            maximum_iterations=limit,
+        )
+        return stats.stack(), done, (carry if states is not None else None)
 
     def _eval_step(self, x, y, w, states):
         def replica(x, y, w, states):
@@ -512,6 +565,7 @@ def fit(
     fast: bool = True,
     recompute: int | None = None,
     sample_weight=None,
+    steps_per_execution: int | None = None,
     verbose: int = 1,
 ) -> keras.callbacks.History:
     """Trains `model` with full or truncated BPTT in a custom `GradientTape` loop.
@@ -551,6 +605,20 @@ def fit(
             `bptt_gradients`).
         sample_weight: optional `(n, time)` per-step loss weights (see `bptt_gradients`):
             e.g. a mask that scores only the last step. Reported losses are weighted means.
+        steps_per_execution: full-BPTT updates per compiled call (as Keras' `compile`
+            option): the batches of one call are gathered, trained and reported inside the
+            graph, with one host synchronisation per call instead of per batch (about 1.5x
+            faster for small models, whose step takes a few milliseconds; see
+            benchmarks/RESULTS.md). None (default): up to 16 where it applies (no
+            truncation, no `strategy`) unless a callback implements batch hooks, which then
+            run after every batch as usual; 1 for one call per batch. With more than one,
+            batch hooks run after the call, in order, each with its batch's logs, and a
+            callback's stop request takes effect at the end of the call. Checkpoints
+            (`checkpoint_every`) and Ctrl-C fall on call boundaries, which are aligned with
+            `checkpoint_every`. The updates are those of one call per batch: bit for bit
+            for whole batches, to float rounding for a last partial batch (padded in the
+            graph with weight-0 rows, so that every batch shares one compiled function).
+            The data are then held as one tensor for the run (a copy of `x`, `y`).
         verbose: 0 silent, 1 progress bar, 2 one line per epoch.
 
     Returns:
@@ -586,6 +654,10 @@ def fit(
         raise ValueError("`resume=True` needs `checkpoint_dir` (where to find checkpoints).")
     if seed is not None:
         seed = check_int(seed, name="seed", minimum=0)
+    blocks = plan_blocks(steps, k1, k2)
+    per_call = _check_steps_per_execution(
+        steps_per_execution, blocks=len(blocks), strategy=strategy, callbacks=callbacks
+    )
     if optimizer is not None and not isinstance(optimizer, keras.optimizers.Optimizer):
         raise TypeError(f"`optimizer` must be a Keras optimizer. Received: {describe(optimizer)}")
     stateful = any(layer.stateful for layer in parts.recurrent)
@@ -653,21 +725,23 @@ def fit(
         fast=bool(fast),
         recompute=recompute,
     )
-    blocks = plan_blocks(steps, k1, k2)
     block_scalars = [_scalars(b) for b in blocks]
+
+    def norm_value(rows: np.ndarray, index: int) -> float:
+        block = blocks[index]
+        if not weighted:
+            return _normaliser(loss, reduction, len(rows), block.end - block.loss_start, features)
+        scored = w[rows, block.loss_start : block.end]
+        return _weighted_normaliser(loss, reduction, scored, features)
 
     @functools.cache
     def unweighted_norm(rows: int, index: int) -> tf.Tensor:  # one per batch size and block
-        block = blocks[index]
-        count = _normaliser(loss, reduction, rows, block.end - block.loss_start, features)
-        return tf.constant(count, tf.float32)
+        return tf.constant(norm_value(np.arange(rows), index), tf.float32)
 
     def norm(rows: np.ndarray, index: int) -> tf.Tensor:
         if not weighted:
             return unweighted_norm(len(rows), index)
-        block = blocks[index]
-        scored = w[rows, block.loss_start : block.end]
-        return tf.constant(_weighted_normaliser(loss, reduction, scored, features), tf.float32)
+        return tf.constant(norm_value(rows, index), tf.float32)
 
     def scored_count(rows: np.ndarray, block) -> float:  # denominator of the reported loss
         if not weighted:
@@ -774,6 +848,56 @@ def fit(
     history.history = {k: list(v) for k, v in restored_history.items()}
     history.epoch = list(range(start_epoch))
     logs: dict = {}
+    # The batches of a one-block plan can run `per_call` at a time (`Engine._train_many`),
+    # gathered in the graph from the whole data, which is copied to a tensor once.
+    if per_call > 1:
+        x_all, y_all = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+        w_all = tf.convert_to_tensor(w if weighted else np.ones((n, steps), np.float32))
+        block_args = (*block_scalars[0][0], *block_scalars[0][1])
+
+    def chunk(step: int) -> int:
+        """How many batches the call starting at `step` trains."""
+        if per_call == 1:
+            return 1
+        size = min(per_call, steps_per_epoch - step)
+        if checkpoint_dir is not None and checkpoint_every:
+            size = min(size, checkpoint_every - batches_done % checkpoint_every)
+        return size
+
+    def train_call(step: int, size: int, states, order, epoch_order, epoch_norms):
+        """Trains batches `step ... step + size - 1`; returns their per-block stats (up to
+        the first non-finite one) and the states after them."""
+        if per_call > 1:
+            stats, done, finals = engine.train_many_fn(
+                x_all,
+                y_all,
+                w_all,
+                epoch_order,
+                epoch_norms,
+                states if stateful else None,
+                tf.constant(step, tf.int32),
+                tf.constant(size, tf.int32),
+                block_args,
+                batch=batch_size,
+                limit=per_call,
+                rows=n,
+            )
+            stats = stats.numpy()  # the one host sync per call
+            return [[tuple(row)] for row in stats[: int(done)]], finals
+        rows = order[step * batch_size : (step + 1) * batch_size]
+        xb, yb = engine.distribute(x[rows]), engine.distribute(y[rows])
+        wb = batch_weights(rows)
+        states = states if stateful else zeros(len(rows))
+        results = []
+        for index, (positions, lengths) in enumerate(block_scalars):
+            stats, finals, states = engine.train_fn(
+                xb, yb, wb, states, *positions, norm(rows, index), *lengths
+            )
+            results.append(tuple(stats.numpy()))  # the one host sync per update
+            if not results[-1][2]:
+                break
+        return [results], finals
+
     with _Interrupt() as interrupt:
         for epoch in range(start_epoch, epochs):
             callback_list.on_epoch_begin(epoch)
@@ -783,46 +907,61 @@ def fit(
                 accum = {"loss_sum": 0.0, "count": 0, "grad_norm_sum": 0.0, "updates": 0}
             if not (stateful and epoch == start_epoch and carried is not None):
                 carried = parts.zero_states(batch_size) if stateful else None
-            for step in range(first, steps_per_epoch):
+            epoch_order = epoch_norms = None
+            if per_call > 1:
+                # A last partial batch is padded with a row of its own (weight 0 in the
+                # graph): one compiled shape for every batch.
+                padded = np.resize(order[-1:], steps_per_epoch * batch_size)
+                padded[:n] = order
+                epoch_order = tf.constant(padded, tf.int32)
+                epoch_norms = tf.constant(
+                    [
+                        norm_value(order[i * batch_size : (i + 1) * batch_size], 0)
+                        for i in range(steps_per_epoch)
+                    ],
+                    tf.float32,
+                )
+            step = first
+            while step < steps_per_epoch:
                 callback_list.on_train_batch_begin(step)
-                rows = order[step * batch_size : (step + 1) * batch_size]
-                xb, yb = engine.distribute(x[rows]), engine.distribute(y[rows])
-                wb = batch_weights(rows)
-                states = carried if stateful else zeros(len(rows))
-                for index, (block, (positions, lengths)) in enumerate(
-                    zip(blocks, block_scalars, strict=True)
-                ):
-                    stats, finals, states = engine.train_fn(
-                        xb, yb, wb, states, *positions, norm(rows, index), *lengths
-                    )
-                    total, grad_norm, finite = stats.numpy()  # the one host sync per update
-                    if not finite:
-                        history.nonfinite = {"epoch": epoch + 1, "step": step + 1}
-                        warnings.warn(
-                            f"Non-finite loss or gradient at epoch {epoch + 1}, step "
-                            f"{step + 1} (block {block.loss_start}-{block.end}): training "
-                            "stopped; the model keeps the weights of the last finite update.",
-                            RuntimeWarning,
-                            stacklevel=2,
-                        )
-                        return _finish(callback_list, logs, history, engine)
-                    accum["loss_sum"] += float(total)
-                    accum["count"] += scored_count(rows, block)
-                    accum["grad_norm_sum"] += float(grad_norm)
-                    accum["updates"] += 1
+                size = chunk(step)
+                results, finals = train_call(step, size, carried, order, epoch_order, epoch_norms)
+                for offset, batch_stats in enumerate(results):
+                    current = step + offset
+                    if offset:
+                        callback_list.on_train_batch_begin(current)
+                    rows = order[current * batch_size : (current + 1) * batch_size]
+                    # batch_stats stops at a non-finite block: fewer entries than blocks.
+                    for block, (total, grad_norm, finite) in zip(blocks, batch_stats, strict=False):
+                        if not finite:
+                            history.nonfinite = {"epoch": epoch + 1, "step": current + 1}
+                            warnings.warn(
+                                f"Non-finite loss or gradient at epoch {epoch + 1}, step "
+                                f"{current + 1} (block {block.loss_start}-{block.end}): "
+                                "training stopped; the model keeps the weights of the last "
+                                "finite update.",
+                                RuntimeWarning,
+                                stacklevel=2,
+                            )
+                            return _finish(callback_list, logs, history, engine)
+                        accum["loss_sum"] += float(total)
+                        accum["count"] += scored_count(rows, block)
+                        accum["grad_norm_sum"] += float(grad_norm)
+                        accum["updates"] += 1
+                    batches_done += 1
+                    logs = {"loss": scale * accum["loss_sum"] / accum["count"]}
+                    callback_list.on_train_batch_end(current, logs)
                 if stateful:
                     carried = finals
-                batches_done += 1
-                logs = {"loss": scale * accum["loss_sum"] / accum["count"]}
-                callback_list.on_train_batch_end(step, logs)
-                if step + 1 < steps_per_epoch:  # the epoch's end writes its own checkpoint
+                step += len(results)
+                if step < steps_per_epoch:  # the epoch's end writes its own checkpoint
                     if checkpoint_dir is not None and (
                         interrupt.requested
                         or (checkpoint_every and batches_done % checkpoint_every == 0)
                     ):
-                        checkpoint(epoch, step + 1, carried)
+                        checkpoint(epoch, step, carried)
                     if interrupt.requested:
-                        _stop_interrupted(callback_list, logs, epoch, step, checkpoint_dir)
+                        _stop_interrupted(callback_list, logs, epoch, step - 1, checkpoint_dir)
                 if model.stop_training:
                     break
             logs = {
@@ -846,7 +985,10 @@ def fit(
 def _finish(callback_list, logs, history, engine):
     # How many times the training step was traced: a small constant, whatever the number of
     # batches and blocks (exposed for tests and for users chasing slow first epochs).
-    history.trace_count = engine.train_fn.experimental_get_tracing_count()
+    history.trace_count = (
+        engine.train_fn.experimental_get_tracing_count()
+        + engine.train_many_fn.experimental_get_tracing_count()
+    )
     callback_list.on_train_end(logs)
     return history
 
@@ -855,6 +997,37 @@ def _stop_interrupted(callback_list, logs, epoch, step, checkpoint_dir):
     callback_list.on_train_end(logs)
     where = f" Checkpoint written to {str(checkpoint_dir)!r}." if checkpoint_dir else ""
     raise KeyboardInterrupt(f"Training interrupted at epoch {epoch + 1}, step {step + 1}.{where}")
+
+
+_AUTO_STEPS_PER_EXECUTION = 16
+_BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
+
+
+def _has_batch_hooks(callback) -> bool:
+    base = keras.callbacks.Callback
+    return any(getattr(type(callback), hook) is not getattr(base, hook) for hook in _BATCH_HOOKS)
+
+
+def _check_steps_per_execution(value, *, blocks: int, strategy, callbacks) -> int:
+    """Updates per compiled call of `fit`: `value`, or the automatic choice for None."""
+    if value is None:
+        if blocks > 1 or strategy is not None:
+            return 1
+        if any(_has_batch_hooks(callback) for callback in callbacks or []):
+            return 1  # batch hooks keep running after every batch, before the next one
+        return _AUTO_STEPS_PER_EXECUTION
+    value = check_int(value, name="steps_per_execution")
+    if value > 1 and blocks > 1:
+        raise ValueError(
+            f"`steps_per_execution`={value} needs one update per batch (full BPTT); with "
+            f"this k1/k2 each batch makes {blocks} updates, one per block. Pass "
+            "`steps_per_execution=1` (or None)."
+        )
+    if value > 1 and strategy is not None:
+        raise ValueError(
+            f"`steps_per_execution`={value} is not supported with `strategy=`; pass 1 (or None)."
+        )
+    return value
 
 
 def _evaluate(engine, x, y, w, batch_size, loss, stateful) -> float:

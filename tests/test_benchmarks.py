@@ -12,11 +12,20 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench.py"
 @pytest.mark.slow
 def test_bench_quick_small_runs_and_reports_ratios():
     done = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--workloads", "small"],
+        [
+            sys.executable,
+            str(BENCH),
+            "--quick",
+            "--workloads",
+            "small",
+            "--configs",
+            "keras_fit_spe16,engine_fast,engine_fast_spe1",
+        ],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "| keras_fit |" in done.stdout and "| engine_fast |" in done.stdout
+    for config in ("keras_fit", "keras_fit_spe16", "engine_fast", "engine_fast_spe1"):
+        assert f"| {config} |" in done.stdout
     assert "vs Keras fit" in done.stdout
