@@ -626,7 +626,9 @@ def fit(
         gradient norm before clipping), `["val_loss"]`. If a loss or gradient turns NaN/inf,
         training stops with a warning naming the epoch and step, the weights stay those of
         the last finite update, and `history.nonfinite` holds `{"epoch", "step"}`.
-        `history.trace_count` is how often the training step was traced.
+        `history.trace_count` is how often the training step was traced, and
+        `history.compiled_calls` how many compiled training calls were made (one per block,
+        or one per `steps_per_execution` batches).
 
     Raises:
         ValueError / TypeError: bad arguments, before any TensorFlow tracing.
@@ -654,6 +656,7 @@ def fit(
         raise ValueError("`resume=True` needs `checkpoint_dir` (where to find checkpoints).")
     if seed is not None:
         seed = check_int(seed, name="seed", minimum=0)
+    callbacks = list(callbacks or [])  # read twice: for batch hooks, then by CallbackList
     blocks = plan_blocks(steps, k1, k2)
     per_call = _check_steps_per_execution(
         steps_per_execution, blocks=len(blocks), strategy=strategy, callbacks=callbacks
@@ -783,7 +786,7 @@ def fit(
 
     history = keras.callbacks.History()
     callback_list = keras.callbacks.CallbackList(
-        [*(callbacks or []), history],
+        [*callbacks, history],
         add_progbar=verbose != 0,
         model=model,
         verbose=verbose,
@@ -844,6 +847,7 @@ def fit(
     # ---- the loop -------------------------------------------------------------------------
     model.stop_training = False
     history.nonfinite = None
+    history.compiled_calls = 0
     callback_list.on_train_begin()
     history.history = {k: list(v) for k, v in restored_history.items()}
     history.epoch = list(range(start_epoch))
@@ -868,6 +872,7 @@ def fit(
         """Trains batches `step ... step + size - 1`; returns their per-block stats (up to
         the first non-finite one) and the states after them."""
         if per_call > 1:
+            history.compiled_calls += 1
             stats, done, finals = engine.train_many_fn(
                 x_all,
                 y_all,
@@ -890,6 +895,7 @@ def fit(
         states = states if stateful else zeros(len(rows))
         results = []
         for index, (positions, lengths) in enumerate(block_scalars):
+            history.compiled_calls += 1
             stats, finals, states = engine.train_fn(
                 xb, yb, wb, states, *positions, norm(rows, index), *lengths
             )
@@ -905,7 +911,9 @@ def fit(
             first = start_step if epoch == start_epoch else 0
             if first == 0:  # a fresh epoch (a resumed mid-epoch run keeps its sums)
                 accum = {"loss_sum": 0.0, "count": 0, "grad_norm_sum": 0.0, "updates": 0}
-            if not (stateful and epoch == start_epoch and carried is not None):
+            # A stateful model starts every epoch from zero states, except when resuming
+            # mid-epoch, where it continues from the checkpointed ones.
+            if first == 0 or not (stateful and epoch == start_epoch and carried is not None):
                 carried = parts.zero_states(batch_size) if stateful else None
             epoch_order = epoch_norms = None
             if per_call > 1:
@@ -1004,8 +1012,13 @@ _BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", 
 
 
 def _has_batch_hooks(callback) -> bool:
+    # The base class's methods are no-ops; anything else is a hook: an override in a
+    # subclass, or a function set on the instance (as `LambdaCallback` does).
     base = keras.callbacks.Callback
-    return any(getattr(type(callback), hook) is not getattr(base, hook) for hook in _BATCH_HOOKS)
+    return any(
+        getattr(getattr(callback, hook), "__func__", None) is not getattr(base, hook)
+        for hook in _BATCH_HOOKS
+    )
 
 
 def _check_steps_per_execution(value, *, blocks: int, strategy, callbacks) -> int:
@@ -1013,7 +1026,7 @@ def _check_steps_per_execution(value, *, blocks: int, strategy, callbacks) -> in
     if value is None:
         if blocks > 1 or strategy is not None:
             return 1
-        if any(_has_batch_hooks(callback) for callback in callbacks or []):
+        if any(_has_batch_hooks(callback) for callback in callbacks):
             return 1  # batch hooks keep running after every batch, before the next one
         return _AUTO_STEPS_PER_EXECUTION
     value = check_int(value, name="steps_per_execution")

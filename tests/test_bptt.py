@@ -564,13 +564,23 @@ def test_several_batches_per_call_train_exactly_like_one_call_per_batch(cell, we
     # One compiled shape serves every batch, the partial one included; one call per batch
     # needs two (full and partial batch).
     assert hist_many.trace_count == 1 and hist_one.trace_count == 2
+    assert hist_many.compiled_calls == 2 and hist_one.compiled_calls == 12  # 1 vs 6 an epoch
+
+
+def test_whole_batches_are_bit_for_bit_the_same_in_calls_of_several():
+    runs = [_fit_run("lstm", per_call, n=48, epochs=2) for per_call in (1, 5)]
+    (one, _, hist_one), (many, _, hist_many) = runs
+    assert (hist_one.compiled_calls, hist_many.compiled_calls) == (12, 4)  # calls of 5 + 1
+    assert hist_many.history == hist_one.history
+    for a, b in zip(many.get_weights(), one.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_several_batches_per_call_equal_sgd_with_each_batchs_bptt_gradient():
     x, y = bk.next_step_pairs(noisy_sines(20, 9, seed=5))  # batches of 8, 8 and 4
     model = bk.build_model("simple_rnn", 3, seed=2)
     reference = bk.build_model("simple_rnn", 3, seed=2)
-    bk.fit(
+    history = bk.fit(
         model, x, y, batch_size=8, shuffle=False, verbose=0,
         optimizer=keras.optimizers.SGD(0.1), steps_per_execution=3,
     )  # fmt: skip
@@ -579,6 +589,7 @@ def test_several_batches_per_call_equal_sgd_with_each_batchs_bptt_gradient():
         reference.set_weights(
             [w - 0.1 * g for w, g in zip(reference.get_weights(), grads, strict=True)]
         )
+    assert history.compiled_calls == 1  # all three batches in one call
     for a, b in zip(model.get_weights(), reference.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
@@ -591,10 +602,11 @@ def test_stateful_streams_carry_the_state_across_batches_within_a_call():
     xs, ys = bk.stream_batches(series, batch_size=batch, seq_len=chunk)  # 6 batches of 4
     stateful = bk.build_model("lstm", 5, stateful=True, batch_size=batch, seed=0)
     optimizer = keras.optimizers.SGD(0.05)
-    bk.fit(
+    history = bk.fit(
         stateful, xs, ys, batch_size=batch, shuffle=False, verbose=0, optimizer=optimizer,
         steps_per_execution=4,
     )  # fmt: skip
+    assert history.compiled_calls == 2  # batches 1-4 and 5-6
     rows_x = xs.reshape(-1, batch, chunk, 1).transpose(1, 0, 2, 3).reshape(batch, -1, 1)
     rows_y = ys.reshape(-1, batch, chunk, 1).transpose(1, 0, 2, 3).reshape(batch, -1, 1)
     plain = bk.build_model("lstm", 5, seed=0)
@@ -619,7 +631,8 @@ class _KernelAtBatchEnd(keras.callbacks.Callback):
 
 def test_batch_hooks_see_every_update_unless_several_batches_per_call_are_asked_for():
     exact = _KernelAtBatchEnd()
-    _fit_run("simple_rnn", None, epochs=1, callbacks=[exact])  # hooks: one call per batch
+    _, _, history = _fit_run("simple_rnn", None, epochs=1, callbacks=[exact])
+    assert history.compiled_calls == 6  # a callback with batch hooks: one call per batch
     assert len(exact.kernels) == 6
     assert all(not np.array_equal(a, b) for a, b in itertools.pairwise(exact.kernels))
 
@@ -644,6 +657,7 @@ def test_non_finite_batch_inside_a_call_stops_with_the_last_finite_weights():
             steps_per_execution=6,
         )  # fmt: skip
     assert history.nonfinite == {"epoch": 1, "step": 4}
+    assert history.compiled_calls == 1
     assert int(optimizer.iterations.numpy()) == 3  # batches 5 and 6 of the call never ran
     reference = bk.build_model("simple_rnn", 4, seed=0)
     bk.fit(
@@ -651,6 +665,36 @@ def test_non_finite_batch_inside_a_call_stops_with_the_last_finite_weights():
         optimizer=keras.optimizers.SGD(0.1), steps_per_execution=1,
     )  # fmt: skip
     for a, b in zip(model.get_weights(), reference.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_batch_hooks_set_on_the_instance_also_keep_one_call_per_batch():
+    seen = []
+    hook = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: seen.append(1))
+    _, _, history = _fit_run("simple_rnn", None, epochs=1, callbacks=[hook])
+    assert history.compiled_calls == 6 and len(seen) == 6
+    epoch_only = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: None)
+    _, _, history = _fit_run("simple_rnn", None, epochs=1, callbacks=[epoch_only])
+    assert history.compiled_calls == 1
+
+
+def test_stateful_run_resumed_at_an_epoch_end_starts_the_epoch_from_zero_states(tmp_path):
+    series = np.sin(np.arange(161) / 4.0) + 0.1 * np.random.default_rng(2).normal(size=161)
+    xs, ys = bk.stream_batches(series, batch_size=4, seq_len=10)  # 4 batches of 4
+
+    def run(epochs, **kwargs):
+        model = bk.build_model("gru", 3, stateful=True, batch_size=4, seed=0)
+        history = bk.fit(
+            model, xs, ys, epochs=epochs, batch_size=4, shuffle=False, verbose=0,
+            optimizer=keras.optimizers.Adam(0.01), **kwargs,
+        )  # fmt: skip
+        return model, history
+
+    full, full_history = run(3)
+    run(1, checkpoint_dir=tmp_path)
+    resumed, resumed_history = run(3, checkpoint_dir=tmp_path, resume=True)
+    assert resumed_history.history == full_history.history
+    for a, b in zip(resumed.get_weights(), full.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
