@@ -189,7 +189,7 @@ def _recomputed_forward(parts, x, states, segment, fast, training):
     per_step = list(parts.per_step)
     last = len(parts.recurrent) - 1
     for i, (layer, layer_states) in enumerate(zip(parts.recurrent, states, strict=True)):
-        if fast and steps and fast_path.supports(layer):
+        if fast and fast_path.supports(layer):
             if not time_major:
                 h, time_major = tf.transpose(h, [1, 0, 2]), True
             # A Dense head right after the last layer is folded into its gradient, so the

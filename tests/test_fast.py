@@ -11,6 +11,15 @@ from bptt_keras.models import state_sizes
 from bptt_keras.unroll import run_layer
 
 
+def _assert_fast_equals_plain(model, x, y, k1, k2, *, loss_rel, rtol, atol):
+    """The fast path's loss and (truncated) BPTT gradients equal the plain path's."""
+    loss_fast, fast_grads = bk.bptt_gradients(model, x, y, k1=k1, k2=k2, fast=True)
+    loss_plain, plain_grads = bk.bptt_gradients(model, x, y, k1=k1, k2=k2, fast=False)
+    assert loss_fast == pytest.approx(loss_plain, rel=loss_rel)
+    for a, b in zip(fast_grads, plain_grads, strict=True):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+
+
 @pytest.mark.parametrize(
     "cell, kwargs",
     [
@@ -25,11 +34,7 @@ def test_fast_gradients_equal_plain_gradients(cell, kwargs, k1, k2):
     model = bk.build_model(cell, 7, input_dim=3, output_dim=2, seed=0, **kwargs)
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(5, 13, 3)), rng.normal(size=(5, 13, 2))
-    loss_fast, fast_grads = bk.bptt_gradients(model, x, y, k1=k1, k2=k2, fast=True)
-    loss_plain, plain_grads = bk.bptt_gradients(model, x, y, k1=k1, k2=k2, fast=False)
-    assert loss_fast == pytest.approx(loss_plain, rel=1e-6)
-    for a, b in zip(fast_grads, plain_grads, strict=True):
-        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-7)
+    _assert_fast_equals_plain(model, x, y, k1, k2, loss_rel=1e-6, rtol=2e-5, atol=1e-7)
 
 
 def test_fast_path_applies_to_simple_rnn_and_lstm_only():
@@ -118,11 +123,7 @@ def test_fast_lstm_gradients_equal_plain_float64(float64, layers, k1, k2):
     model = bk.build_model("lstm", 6, input_dim=3, output_dim=2, num_layers=layers, seed=1)
     rng = np.random.default_rng(5)
     x, y = rng.normal(size=(4, 13, 3)), rng.normal(size=(4, 13, 2))
-    loss_fast, fast_grads = bk.bptt_gradients(model, x, y, k1=k1, k2=k2, fast=True)
-    loss_plain, plain_grads = bk.bptt_gradients(model, x, y, k1=k1, k2=k2, fast=False)
-    assert loss_fast == pytest.approx(loss_plain, rel=1e-12)
-    for a, b in zip(fast_grads, plain_grads, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    _assert_fast_equals_plain(model, x, y, k1, k2, loss_rel=1e-12, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("capture_at", [0, 1, 6, 11])
