@@ -3,6 +3,8 @@
     python benchmarks/bench.py                       # everything, 5 rounds
     python benchmarks/bench.py --workloads small --rounds 7
     python benchmarks/bench.py --quick               # a smoke run (tiny sizes, 2 rounds)
+    python benchmarks/bench.py --workloads tbptt --rounds 3
+                                                     # truncated BPTT over a long stream
     python benchmarks/bench.py --workloads large --configs engine_fast --ref HEAD
                                                      # keras_fit, engine_fast and, in the
                                                      # same rounds, engine_fast as of HEAD
@@ -19,6 +21,21 @@ PyTorch and JAX cannot share one process safely); each run trains two epochs on 
 and the second epoch is timed (the first pays tracing and compilation).
 The report gives the median over rounds and the ratio to Keras `fit` measured in the same
 run.
+
+Truncated-BPTT workload (`tbptt`): one long stream, 32 rows of T = 2000 steps (a noisy sine;
+each row a contiguous stretch), TBPTT(k) for k in 2, 20, 100 with SimpleRNN(16) and
+LSTM(128) + Dense, Adam, MSE. Time per optimizer update (epoch time / updates per epoch) of
+    engine_rows     `bk.fit(model, x (32, T, 1), k1=k)`: truncation over the long rows
+    engine_stream   `bk.fit(stateful model, stream layout (32 * T/k, k, 1))`: the streams route
+    engine_full     `bk.fit(model, x (32, T, 1))`: full BPTT, one update per epoch (the work
+                    a TBPTT epoch must not exceed by much)
+    keras_stateful  Keras `fit` on a stateful model over the stream layout, `shuffle=False`,
+                    states reset at every epoch start
+    torch           `nn.RNN` / `nn.LSTM` over k-step chunks, hidden state detached per chunk
+                    (as PyTorch's word_language_model)
+each trains three epochs in a fresh subprocess; the median of epochs 2 and 3 is reported (the
+first pays tracing and compilation), interleaved rounds, ratios to keras_stateful and to
+engine_full measured in the same rounds.
 
 Memory workload: peak resident memory of full-BPTT gradient steps of LSTM(128) + Dense,
 batch 32, for T in 100, 1000, 4000, each in a fresh subprocess: the peak RSS (reset with
@@ -52,6 +69,9 @@ QUICK = {
     "small": {"cell": "simple_rnn", "units": 16, "steps": 20, "batch": 16, "n": 64},
     "large": {"cell": "lstm", "units": 32, "steps": 40, "batch": 16, "n": 32},
 }
+TBPTT = {"rows": 32, "steps": 2000, "ks": (2, 20, 100), "cells": {"simple_rnn": 16, "lstm": 128}}
+TBPTT_QUICK = {"rows": 8, "steps": 40, "ks": (4,), "cells": {"simple_rnn": 4, "lstm": 8}}
+TBPTT_EPOCHS = 3
 MEMORY_STEPS = (100, 1000, 4000)
 MEMORY_MODES = {  # benchmark name -> mode of bptt_keras.experiments.memory_time
     "plain": "plain",  # fast=False
@@ -237,6 +257,222 @@ def run_jax(spec, x, y):
         loss.block_until_ready()
         elapsed = time.perf_counter() - start
     return elapsed
+
+
+# ---- truncated BPTT over one long stream ------------------------------------------------
+
+
+def _stream_layout(x, k):
+    """Rows `(rows, T, f)` -> the stream layout `(T/k * rows, k, f)` of `stream_batches`:
+    batch j holds chunk j of every row (row i of batch j + 1 continues row i of batch j)."""
+    rows, steps, features = x.shape
+    chunks = x.reshape(rows, steps // k, k, features).transpose(1, 0, 2, 3)
+    return chunks.reshape(-1, k, features)
+
+
+def _epoch_times(run_epoch, epochs=TBPTT_EPOCHS):
+    times = []
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        run_epoch(epoch)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _median_after_first(times):
+    return statistics.median(times[1:])
+
+
+def tbptt_engine_rows(cell, units, k, x, y):
+    import keras
+
+    import bptt_keras as bk
+
+    model = bk.build_model(cell, units, seed=0)
+    timer = _EpochTimer()
+    bk.fit(
+        model, x, y, k1=k, batch_size=x.shape[0], epochs=TBPTT_EPOCHS, shuffle=False, verbose=0,
+        seed=0, optimizer=keras.optimizers.Adam(1e-3), callbacks=[timer.callback],
+    )  # fmt: skip
+    return timer.times
+
+
+def tbptt_engine_full(cell, units, k, x, y):
+    return tbptt_engine_rows(cell, units, None, x, y)
+
+
+def tbptt_engine_stream(cell, units, k, x, y):
+    import keras
+
+    import bptt_keras as bk
+
+    rows = x.shape[0]
+    model = bk.build_model(cell, units, stateful=True, batch_size=rows, seed=0)
+    timer = _EpochTimer()
+    bk.fit(
+        model, _stream_layout(x, k), _stream_layout(y, k), batch_size=rows,
+        epochs=TBPTT_EPOCHS, shuffle=False, verbose=0, seed=0,
+        optimizer=keras.optimizers.Adam(1e-3), callbacks=[timer.callback],
+    )  # fmt: skip
+    return timer.times
+
+
+def tbptt_keras_stateful(cell, units, k, x, y):
+    import keras
+
+    import bptt_keras as bk
+
+    rows = x.shape[0]
+    model = bk.build_model(cell, units, stateful=True, batch_size=rows, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    timer = _EpochTimer()
+    reset = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: bk.reset_states(model))
+    model.fit(
+        _stream_layout(x, k), _stream_layout(y, k), batch_size=rows, epochs=TBPTT_EPOCHS,
+        shuffle=False, verbose=0, callbacks=[reset, timer.callback],
+    )  # fmt: skip
+    return timer.times
+
+
+def tbptt_torch(cell, units, k, x, y):
+    import torch
+
+    torch.manual_seed(0)
+    torch.set_num_threads(os.cpu_count() or 1)
+    rnn = {"simple_rnn": torch.nn.RNN, "lstm": torch.nn.LSTM}[cell](1, units, batch_first=True)
+    head = torch.nn.Linear(units, 1)
+    optimizer = torch.optim.Adam([*rnn.parameters(), *head.parameters()], lr=1e-3)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    rows, steps = x.shape[:2]
+
+    def zero():
+        h = torch.zeros(1, rows, units)
+        return (h, torch.zeros(1, rows, units)) if cell == "lstm" else h
+
+    def run_epoch(epoch):
+        hidden = zero()
+        for begin in range(0, steps, k):
+            # word_language_model's repackage_hidden: the state is carried, its history cut.
+            hidden = tuple(h.detach() for h in hidden) if cell == "lstm" else hidden.detach()
+            optimizer.zero_grad()
+            out, hidden = rnn(xt[:, begin : begin + k], hidden)
+            loss = torch.mean((head(out) - yt[:, begin : begin + k]) ** 2)
+            loss.backward()
+            optimizer.step()
+
+    return _epoch_times(run_epoch)
+
+
+TBPTT_CONFIGS = {
+    "engine_rows": tbptt_engine_rows,
+    "engine_stream": tbptt_engine_stream,
+    "engine_full": tbptt_engine_full,
+    "keras_stateful": tbptt_keras_stateful,
+    "torch": tbptt_torch,
+}
+
+
+def tbptt_child(config, cell, k, quick, data_path):
+    """One timed run in this (fresh) process; prints a JSON line."""
+    import numpy as np
+
+    spec = TBPTT_QUICK if quick else TBPTT
+    with np.load(data_path) as data:
+        x, y = data["x"], data["y"]
+    times = TBPTT_CONFIGS[config](cell, spec["cells"][cell], int(k), x, y)
+    print(json.dumps({"epochs_s": times}))
+
+
+def tbptt(rounds, quick, only=None):
+    """Interleaved rounds over every (cell, k, configuration); per-update medians."""
+    import tempfile
+
+    import numpy as np
+
+    from bptt_keras import stream_batches
+    from bptt_keras.tasks import noisy_sines
+
+    spec = TBPTT_QUICK if quick else TBPTT
+    series = noisy_sines(1, spec["rows"] * spec["steps"] + 1, noise=0.1, seed=0)[0]
+    x, y = stream_batches(series, batch_size=spec["rows"], seq_len=spec["steps"])
+    data_path = os.path.join(tempfile.mkdtemp(prefix="bptt-bench-"), "tbptt.npz")
+    np.savez(data_path, x=x, y=y)
+    configs = [c for c in TBPTT_CONFIGS if (only is None or c in only) and _available(c)]
+    skipped = [c for c in TBPTT_CONFIGS if c not in configs]
+    cases = [(cell, k) for cell in spec["cells"] for k in spec["ks"]]
+    runs = {(cell, k, c): [] for cell, k in cases for c in configs}
+    for round_ in range(rounds):
+        for cell, k in cases:
+            for config in configs:
+                child = ["--tbptt-child", config, cell, str(k), "--data", data_path]
+                result = _child(*child, *(["--quick"] if quick else []))
+                runs[cell, k, config].append(_median_after_first(result["epochs_s"]))
+            print(
+                f"  tbptt round {round_ + 1}/{rounds} {cell} k={k}: "
+                + ", ".join(f"{c} {runs[cell, k, c][-1]:.3f}s" for c in configs),
+                flush=True,
+            )
+    rows = []
+    for cell, k in cases:
+        updates = spec["steps"] // k
+        epoch = {c: statistics.median(runs[cell, k, c]) for c in configs}
+        for config in configs:
+            per_round = runs[cell, k, config]
+
+            def ratio(base, per_round=per_round, cell=cell, k=k):
+                if base not in configs:
+                    return None
+                return statistics.median(
+                    b / t for b, t in zip(runs[cell, k, base], per_round, strict=True)
+                )
+
+            rows.append(
+                {
+                    "cell": cell,
+                    "units": spec["cells"][cell],
+                    "k": k,
+                    "config": config,
+                    "epoch_s": epoch[config],
+                    "updates": 1 if config == "engine_full" else updates,
+                    "ms_per_update": 1000
+                    * epoch[config]
+                    / (1 if config == "engine_full" else updates),
+                    # > 1: faster than the baseline (median of per-round ratios)
+                    "vs_keras_stateful": ratio("keras_stateful"),
+                    "vs_torch": ratio("torch"),
+                    # epoch time relative to one full-BPTT update of the same rows (< 1.2 wanted)
+                    "epoch_vs_full": epoch[config] / epoch["engine_full"]
+                    if "engine_full" in configs
+                    else None,
+                    "epochs_s": per_round,
+                }
+            )
+    return {"spec": spec, "rounds": rounds, "rows": rows, "skipped": skipped}
+
+
+def tbptt_markdown(result):
+    spec = result["spec"]
+    lines = [
+        f"**tbptt**: {spec['rows']} rows x T = {spec['steps']} (one stream), Adam, MSE; time per "
+        f"optimizer update, median of {result['rounds']} interleaved rounds (each: median of "
+        f"epochs 2-{TBPTT_EPOCHS})"
+        + (f" (skipped: {', '.join(result['skipped'])})" if result["skipped"] else ""),
+        "",
+        "| cell | k | configuration | ms / update | updates / epoch | vs Keras stateful fit "
+        "| vs PyTorch | epoch / full-BPTT epoch |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def fmt(value, suffix="x"):
+        return "-" if value is None else f"{value:.2f}{suffix}"
+
+    for row in result["rows"]:
+        lines.append(
+            f"| {row['cell']}({row['units']}) | {row['k']} | {row['config']} | "
+            f"{row['ms_per_update']:.3f} | {row['updates']} | {fmt(row['vs_keras_stateful'])} | "
+            f"{fmt(row['vs_torch'])} | {fmt(row['epoch_vs_full'], '')} |"
+        )
+    return "\n".join(lines)
 
 
 CONFIGS = {
@@ -496,6 +732,8 @@ def markdown(report):
                 f"{row['seq_per_s']:.0f} | {row['vs_keras_fit']:.2f}x | {rounds_} |"
             )
         lines.append("")
+    if report.get("tbptt"):
+        lines += [tbptt_markdown(report["tbptt"]), ""]
     if report["memory"]:
         configs, steps_list, summary = memory_summary(report["memory"])
         lines += [
@@ -538,7 +776,7 @@ def markdown(report):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workloads", default="small,large,memory")
+    parser.add_argument("--workloads", default="small,large,tbptt,memory")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 5; memory 3)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 2 rounds")
     parser.add_argument("--json", help="also write the raw results here")
@@ -552,6 +790,9 @@ def main():
         help="also run engine_fast as of this git commit (e.g. HEAD), interleaved in the "
         "same rounds: an A/B of uncommitted changes to the fast path",
     )
+    parser.add_argument(
+        "--tbptt-child", nargs=3, metavar=("CONFIG", "CELL", "K"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--memory-child", nargs=2, metavar=("CONFIG", "T"), help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument(
@@ -564,6 +805,9 @@ def main():
     if args.run_child:
         throughput_child(*args.run_child, args.quick, args.data)
         return
+    if args.tbptt_child:
+        tbptt_child(*args.tbptt_child, args.quick, args.data)
+        return
     chosen = args.workloads.split(",")
     args.rounds_set = args.rounds is not None
     rounds = 2 if args.quick else (args.rounds or 5)
@@ -571,16 +815,22 @@ def main():
     only = None
     if args.configs:
         only = args.configs.split(",")
-        unknown = [c for c in only if c not in CONFIGS]
+        unknown = [c for c in only if c not in CONFIGS and c not in TBPTT_CONFIGS]
         if unknown:
-            parser.error(f"unknown configurations {unknown}; choose from {list(CONFIGS)}")
+            parser.error(
+                f"unknown configurations {unknown}; choose from {list(CONFIGS)} (small, large) "
+                f"or {list(TBPTT_CONFIGS)} (tbptt)"
+            )
     ref = (args.ref, _ref_tree(args.ref)) if args.ref else None
-    report = {"versions": versions(), "throughput": [], "memory": []}
+    report = {"versions": versions(), "throughput": [], "tbptt": None, "memory": []}
     for workload in ("small", "large"):
         if workload in chosen:
             report["throughput"].append(
                 throughput(workload, specs[workload], rounds, args.quick, only, ref)
             )
+    if "tbptt" in chosen:
+        tbptt_rounds = args.rounds or (2 if args.quick else 3)
+        report["tbptt"] = tbptt(tbptt_rounds, args.quick, only)
     if "memory" in chosen:
         steps = (20, 60) if args.quick else MEMORY_STEPS
         memory_rounds = 1 if args.quick else (args.rounds if args.rounds_set else 3)

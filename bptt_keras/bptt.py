@@ -4,9 +4,11 @@
 truncated BPTT(k) or TBPTT(k1, k2) (see `bptt_keras.truncation`). `fit` trains with one
 optimizer update per block of `k1` steps, carrying the state from block to block. Both run the
 same compiled block step (`_Engine`), under a `tf.distribute` strategy when one is given;
-`fit` runs several full-BPTT batches per compiled call (`_Engine._train_many`), because for
-small models the step takes a few milliseconds and a call and host round trip per batch add
-half as much again.
+`fit` runs many updates (blocks, of one or several batches) per compiled call
+(`_Engine._train_updates`, grouped by `bptt_keras.schedule`), because a small model's update
+takes microseconds to milliseconds and a call and host round trip per update would cost as
+much again or more. A compiled step is reused by later `fit` calls on the same model,
+optimizer and settings.
 
 The loss is a per-step loss reduced over the sequence, as in the source document
 (`loss = sum_t loss_t`), divided by a constant:
@@ -23,7 +25,6 @@ scored steps. Without weights, `w = 1` and both definitions agree.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import signal
 import threading
@@ -42,6 +43,7 @@ from bptt_keras.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from bptt_keras.schedule import block_shape, next_call
 from bptt_keras.truncation import check_truncation, cut_state, plan_blocks
 from bptt_keras.unroll import Parts, forward
 
@@ -135,12 +137,6 @@ def _check_weights(weights, shape: tuple[int, int], *, name: str = "sample_weigh
     return weights
 
 
-def _normaliser(loss: str, reduction: str, batch: int, steps: int, features: int) -> int:
-    """The constant `N` of `L = sum(elements) / N` for `batch` rows and `steps` loss steps."""
-    per_step = features if loss == "mse" else 1
-    return batch * per_step * (steps if reduction == "mean" else 1)
-
-
 class _Engine:
     """Compiled block steps for one model (and optimizer, strategy, loss) — see `fit`."""
 
@@ -157,6 +153,7 @@ class _Engine:
         recompute=None,
     ):
         self.parts = Parts(model)
+        self.stateful = any(layer.stateful for layer in self.parts.recurrent)
         self.fast, self.recompute = fast, recompute
         self.loss, self.reduction = loss, reduction
         self.distributed = strategy is not None
@@ -173,7 +170,9 @@ class _Engine:
         jit = bool(fast) and not self.distributed
         self.grad_fn = tf.function(self._grad_step, reduce_retracing=True)
         self.train_fn = tf.function(self._train_step, reduce_retracing=True, jit_compile=jit)
-        self.train_many_fn = tf.function(self._train_many, reduce_retracing=True, jit_compile=jit)
+        self.train_updates_fn = tf.function(
+            self._train_updates, reduce_retracing=True, jit_compile=jit
+        )
         self.eval_fn = tf.function(self._eval_step, reduce_retracing=True)
 
     # -- data placement ---------------------------------------------------------------
@@ -279,54 +278,78 @@ class _Engine:
         )
         return stats, finals, captured
 
-    def _train_many(
-        self, x, y, w, order, norms, states, first, count, block, *, batch, limit, rows
+    def _train_updates(
+        self, x, y, w, order, table, norms, states, first, count, *, batch, limit, rows, shape
     ):
-        """Up to `limit` full-BPTT updates in one call: batch `first + i` is the rows
-        `order[(first + i) * batch :][:batch]` of the whole data `x`, `y`, `w`.
+        """Updates `first ... first + count - 1` of the epoch in one call (`schedule`).
 
-        Runs `count` (<= `limit`) batches, or stops after the first whose loss or gradient is
+        Update `u` trains block `u % blocks` of batch `u // blocks`; the batch is the rows
+        `order[b * batch :][:batch]` of the whole data `x`, `y`, `w`, and `table[i]` holds
+        block `i`'s `(start, loss_start, capture)`. Each block's window is gathered from the
+        data by index inside the loop: XLA compiles a function once per static shape, and
+        positions given as arguments to slices would be compile-time constants (one
+        compilation per block position, per call).
+
+        Runs `count` (<= `limit`) updates, or stops after the first whose loss or gradient is
         not finite (that update is skipped, so the weights stay those of the last finite
         one). `order` is padded to whole batches: positions from `rows` (the number of
         sequences) on repeat a row of the last batch with weight 0, so that a last partial
         batch has the same static shape and its update is that of its real rows (its
-        normaliser, `norms[...]`, counts only those). `states` is `None` for independent
-        sequences (zero states per batch) or the stateful model's carried states.
+        normaliser, `norms[u]`, counts only those). `states` is the state the first update
+        starts from; within a batch each block starts from the state its predecessor handed
+        on, and a new batch starts from zero states, or a stateful model's final states of
+        the batch before.
 
-        Returns `(stats (limit, 3), batches run, states)`.
+        Returns `(stats (limit, 3), updates run, captured states, final states)` of the last
+        update run.
         """
-        start, loss_start, capture, length, loss_len = block
+        length, loss_len = shape
+        blocks = table.shape[0]
         stats = tf.TensorArray(tf.float64, size=limit, element_shape=(3,))
-        carry = [] if states is None else states
+        zeros = self.parts.zero_states(batch)
+        stateful = self.stateful
 
-        def body(i, finite, carry, stats):
-            begin_row = (first + i) * batch
-            index = tf.slice(order, [begin_row], [batch])
-            real = begin_row + tf.range(batch) < rows
-            weights = tf.gather(w, index) * tf.cast(real, w.dtype)[:, None]
-            begin = carry if states is not None else self.parts.zero_states(batch)
-            row_stats, finals, _ = self._train_step(
-                tf.gather(x, index),
-                tf.gather(y, index),
-                weights,
+        def body(i, finite, captured, finals, stats):
+            update = first + i
+            number, index = update // blocks, update % blocks
+            start, loss_start, capture = tf.unstack(tf.gather(table, index))
+            # A new batch (after the call's first update, whose state the host passes in).
+            fresh = (index == 0) & (i > 0)
+            reset = finals if stateful else zeros
+            begin = tf.nest.map_structure(lambda r, c: tf.where(fresh, r, c), reset, captured)
+            positions = number * batch + tf.range(batch)
+            index_rows = tf.gather(order, positions)
+            # (batch, length, 2) indices of the window [start, start + length) of each row.
+            steps = start + tf.range(length)
+            where = tf.stack(
+                [
+                    tf.broadcast_to(index_rows[:, None], (batch, length)),
+                    tf.broadcast_to(steps[None, :], (batch, length)),
+                ],
+                axis=-1,
+            )
+            real = tf.cast(positions < rows, w.dtype)[:, None]
+            row_stats, new_finals, new_captured = self._train_step(
+                tf.gather_nd(x, where),
+                tf.gather_nd(y, where),
+                tf.gather_nd(w, where) * real,
                 begin,
-                start,
-                loss_start,
+                0,
+                loss_start - start,
                 capture,
-                norms[first + i],
+                tf.gather(norms, update),
                 length,
                 loss_len,
             )
-            carry = finals if states is not None else carry
-            return i + 1, row_stats[2] > 0, carry, stats.write(i, row_stats)
+            return i + 1, row_stats[2] > 0, new_captured, new_finals, stats.write(i, row_stats)
 
-        done, _, carry, stats = tf.while_loop(
+        done, _, captured, finals, stats = tf.while_loop(
             lambda i, finite, *_: (i < count) & finite,
             body,
-            (tf.constant(0), tf.constant(True), carry, stats),
+            (tf.constant(0), tf.constant(True), states, states, stats),
             maximum_iterations=limit,
         )
-        return stats.stack(), done, (carry if states is not None else None)
+        return stats.stack(), done, captured, finals
 
     def _eval_step(self, x, y, w, states):
         def replica(x, y, w, states):
@@ -346,9 +369,14 @@ _GRAD_ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _window(tensor, begin, size: int):
-    """`tensor[:, begin : begin + size]` with a static `size` (XLA needs static shapes)."""
-    rest = len(tensor.shape) - 2
-    return tf.slice(tensor, [0, begin] + [0] * rest, [-1, size] + [-1] * rest)
+    """`tensor[:, begin : begin + size]` with a static `size` (XLA needs static shapes).
+
+    A gather, not a slice: under XLA a slice's start is a compile-time constant, so a start
+    passed in as an argument would compile the step once per block position.
+    """
+    if isinstance(begin, int) and begin == 0 and tensor.shape[1] == size:
+        return tensor
+    return tf.gather(tensor, begin + tf.range(size), axis=1)
 
 
 def _scalars(block):
@@ -463,8 +491,8 @@ def bptt_gradients(
 def _weighted_normaliser(loss: str, reduction: str, weights: np.ndarray, features: int) -> float:
     """`N` of `L = sum(w * elements) / N` over the steps whose weights are given `(rows, steps)`.
 
-    Without weights (all ones) this is `_normaliser`; a block whose weights are all zero has
-    no loss, and `N = 1` keeps its (zero) gradient finite.
+    Without weights (all ones) this is `batch * F * steps` ("mean"); a block whose weights
+    are all zero has no loss, and `N = 1` keeps its (zero) gradient finite.
     """
     per_step = features if loss == "mse" else 1
     if reduction == "mean":
@@ -584,7 +612,8 @@ def fit(
         epochs: passes over the data.
         batch_size: global batch size (split over replicas under a strategy).
         k1, k2: truncation; None for full BPTT. `1 <= k1 <= k2 <= time`.
-        optimizer: a Keras optimizer; default `Adam(learning_rate=1e-3)`.
+        optimizer: a Keras optimizer; default `Adam(learning_rate=1e-3)`, freshly
+            initialised for every call.
         clipnorm: clip the global gradient norm to this value (Pascanu et al. 2013).
         loss, reduction: see `bptt_gradients`.
         validation_data: optional `(x_val, y_val)` or `(x_val, y_val, w_val)`, scored with
@@ -605,20 +634,24 @@ def fit(
             `bptt_gradients`).
         sample_weight: optional `(n, time)` per-step loss weights (see `bptt_gradients`):
             e.g. a mask that scores only the last step. Reported losses are weighted means.
-        steps_per_execution: full-BPTT updates per compiled call (as Keras' `compile`
-            option): the batches of one call are gathered, trained and reported inside the
-            graph, with one host synchronisation per call instead of per batch (about 1.5x
-            faster for small models, whose step takes a few milliseconds; see
-            benchmarks/RESULTS.md). None (default): up to 16 where it applies (no
-            truncation, no `strategy`) unless a callback implements batch hooks, which then
-            run after every batch as usual; 1 for one call per batch. With more than one,
-            batch hooks run after the call, in order, each with its batch's logs, and a
-            callback's stop request takes effect at the end of the call. Checkpoints
-            (`checkpoint_every`) and Ctrl-C fall on call boundaries, which are aligned with
-            `checkpoint_every`. The updates are those of one call per batch: bit for bit
-            for whole batches, to float rounding for a last partial batch (padded in the
-            graph with weight-0 rows, so that every batch shares one compiled function).
-            The data are then held as one tensor for the run (a copy of `x`, `y`).
+        steps_per_execution: optimizer updates per compiled call (as Keras' `compile`
+            option; an update is one block of the truncation plan, so for full BPTT one
+            batch): the updates of one call are gathered from the data, trained and
+            reported inside the graph, with one host synchronisation per call instead of
+            per update. A TBPTT epoch over long rows is thousands of tiny updates whose
+            cost would otherwise be dispatch (benchmarks/RESULTS.md). A call runs updates
+            of one block shape (XLA needs static shapes): the first blocks of TBPTT(k1, k2)
+            and a last shorter block start calls of their own. None (default): 16 batches'
+            updates per call, at most 1024 (no `strategy`), or one batch per call when a
+            callback implements batch hooks, which then run after every batch as usual;
+            1 for one call per update. With more, batch hooks run after the call, in
+            order, each with its batch's logs. Checkpoints (`checkpoint_every`), Ctrl-C
+            and a callback's stop request act at batch boundaries: calls are cut where a
+            checkpoint is due, and after a request a call stops at the end of its batch.
+            The updates are those of one call per update: bit for bit for whole batches,
+            to float rounding for a last partial batch (padded in the graph with weight-0
+            rows, so that every batch shares one compiled function). The data are held as
+            one tensor for the run (a copy of `x`, `y`).
         verbose: 0 silent, 1 progress bar, 2 one line per epoch.
 
     Returns:
@@ -626,9 +659,10 @@ def fit(
         gradient norm before clipping), `["val_loss"]`. If a loss or gradient turns NaN/inf,
         training stops with a warning naming the epoch and step, the weights stay those of
         the last finite update, and `history.nonfinite` holds `{"epoch", "step"}`.
-        `history.trace_count` is how often the training step was traced, and
-        `history.compiled_calls` how many compiled training calls were made (one per block,
-        or one per `steps_per_execution` batches).
+        `history.trace_count` is how often this run traced the training step (0 when `fit`
+        runs again on the same model with the same optimizer, settings and shapes: the
+        compiled step is reused), and `history.compiled_calls` how many compiled training
+        calls were made.
 
     Raises:
         ValueError / TypeError: bad arguments, before any TensorFlow tracing.
@@ -658,7 +692,7 @@ def fit(
         seed = check_int(seed, name="seed", minimum=0)
     callbacks = list(callbacks or [])  # read twice: for batch hooks, then by CallbackList
     blocks = plan_blocks(steps, k1, k2)
-    per_call = _check_steps_per_execution(
+    limit, split_batches = _check_steps_per_execution(
         steps_per_execution, blocks=len(blocks), strategy=strategy, callbacks=callbacks
     )
     if optimizer is not None and not isinstance(optimizer, keras.optimizers.Optimizer):
@@ -709,16 +743,17 @@ def fit(
         )
 
     # ---- set-up --------------------------------------------------------------------------
-    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
-    with scope:
-        if optimizer is None:
-            optimizer = keras.optimizers.Adam(learning_rate=1e-3)
-        if not optimizer.built:
-            optimizer.build(model.trainable_variables)
+    if optimizer is None:
+        optimizer = _default_optimizer(model, strategy)
+    else:
+        scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+        with scope:
+            if not optimizer.built:
+                optimizer.build(model.trainable_variables)
     # Callbacks (TensorBoard, ReduceLROnPlateau, ...) find the optimizer where Keras' own
     # fit puts it.
     model.optimizer = optimizer
-    engine = _Engine(
+    engine = _fit_engine(
         model,
         loss=loss,
         reduction=reduction,
@@ -728,42 +763,8 @@ def fit(
         fast=bool(fast),
         recompute=recompute,
     )
-    block_scalars = [_scalars(b) for b in blocks]
-
-    def norm_value(rows: np.ndarray, index: int) -> float:
-        block = blocks[index]
-        if not weighted:
-            return _normaliser(loss, reduction, len(rows), block.end - block.loss_start, features)
-        scored = w[rows, block.loss_start : block.end]
-        return _weighted_normaliser(loss, reduction, scored, features)
-
-    @functools.cache
-    def unweighted_norm(rows: int, index: int) -> tf.Tensor:  # one per batch size and block
-        return tf.constant(norm_value(np.arange(rows), index), tf.float32)
-
-    def norm(rows: np.ndarray, index: int) -> tf.Tensor:
-        if not weighted:
-            return unweighted_norm(len(rows), index)
-        return tf.constant(norm_value(rows, index), tf.float32)
-
-    def scored_count(rows: np.ndarray, block) -> float:  # denominator of the reported loss
-        if not weighted:
-            return float(len(rows) * (block.end - block.loss_start) * features)
-        return float(w[rows, block.loss_start : block.end].sum()) * features
-
-    @functools.cache
-    def zeros(rows: int):  # zero states, made once per batch size
-        return engine.zero_states(rows)
-
-    def batch_weights(rows: np.ndarray):
-        # Without sample_weight every batch of a size has the same all-ones weights: made
-        # once, not sliced and copied to the device for every batch.
-        return engine.distribute(w[rows]) if weighted else ones(len(rows))
-
-    @functools.cache
-    def ones(rows: int):
-        return engine.distribute(np.ones((rows, steps), np.float32))
-
+    traces_before = _trace_count(engine)
+    per_batch = len(blocks)
     features = y.shape[-1] if loss == "mse" else 1
     # Reported losses are L as defined by `reduction`: the per-element mean, times T for
     # "sum_over_time".
@@ -852,116 +853,136 @@ def fit(
     history.history = {k: list(v) for k, v in restored_history.items()}
     history.epoch = list(range(start_epoch))
     logs: dict = {}
-    # The batches of a one-block plan can run `per_call` at a time (`Engine._train_many`),
-    # gathered in the graph from the whole data, which is copied to a tensor once.
-    if per_call > 1:
-        x_all, y_all = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
-        w_all = tf.convert_to_tensor(w if weighted else np.ones((n, steps), np.float32))
-        block_args = (*block_scalars[0][0], *block_scalars[0][1])
+    zeros = engine.zero_states(batch_size)
+    if strategy is None:
+        # The whole data as tensors, once per run: every call gathers its blocks' windows
+        # from them by index (`_Engine._train_updates`).
+        data = (
+            tf.convert_to_tensor(x),
+            tf.convert_to_tensor(y),
+            tf.convert_to_tensor(w if weighted else np.ones((n, steps), np.float32)),
+        )
+        table = tf.constant(
+            [[b.start, b.loss_start, b.next_start - b.start] for b in blocks], tf.int32
+        )
+    distributed_batch = {}  # under a strategy: the current batch, split over the replicas
 
-    def chunk(step: int) -> int:
-        """How many batches the call starting at `step` trains."""
-        if per_call == 1:
-            return 1
-        size = min(per_call, steps_per_epoch - step)
-        if checkpoint_dir is not None and checkpoint_every:
-            size = min(size, checkpoint_every - batches_done % checkpoint_every)
-        return size
-
-    def train_call(step: int, size: int, states, order, epoch_order, epoch_norms):
-        """Trains batches `step ... step + size - 1`; returns their per-block stats (up to
-        the first non-finite one) and the states after them."""
-        if per_call > 1:
-            history.compiled_calls += 1
-            stats, done, finals = engine.train_many_fn(
-                x_all,
-                y_all,
-                w_all,
+    def train_call(first: int, count: int, states, order, epoch_order, epoch_norms):
+        """Trains updates `first ... first + count - 1` of the epoch in one compiled call;
+        returns their stats `(total, grad_norm, finite)` (up to the first non-finite one)
+        and the captured and final states of the last update run."""
+        history.compiled_calls += 1
+        if strategy is None:
+            stats, done, captured, finals = engine.train_updates_fn(
+                *data,
                 epoch_order,
+                table,
                 epoch_norms,
-                states if stateful else None,
-                tf.constant(step, tf.int32),
-                tf.constant(size, tf.int32),
-                block_args,
+                states,
+                tf.constant(first, tf.int32),
+                tf.constant(count, tf.int32),
                 batch=batch_size,
-                limit=per_call,
+                limit=limit,
                 rows=n,
+                shape=block_shape(blocks[first % per_batch]),
             )
-            stats = stats.numpy()  # the one host sync per call
-            return [[tuple(row)] for row in stats[: int(done)]], finals
-        rows = order[step * batch_size : (step + 1) * batch_size]
-        xb, yb = engine.distribute(x[rows]), engine.distribute(y[rows])
-        wb = batch_weights(rows)
-        states = states if stateful else zeros(len(rows))
-        results = []
-        for index, (positions, lengths) in enumerate(block_scalars):
-            history.compiled_calls += 1
-            stats, finals, states = engine.train_fn(
-                xb, yb, wb, states, *positions, norm(rows, index), *lengths
+            return stats.numpy()[: int(done)], captured, finals  # the one host sync per call
+        # Under a strategy: one update per call, the batch split over the replicas.
+        number, index = divmod(first, per_batch)
+        if distributed_batch.get("number") != number:
+            rows = order[number * batch_size : (number + 1) * batch_size]
+            distributed_batch.update(
+                number=number,
+                tensors=[engine.distribute(a[rows]) for a in (x, y, w)],
             )
-            results.append(tuple(stats.numpy()))  # the one host sync per update
-            if not results[-1][2]:
-                break
-        return [results], finals
+        positions, lengths = _scalars(blocks[index])
+        stats, finals, captured = engine.train_fn(
+            *distributed_batch["tensors"],
+            states,
+            *positions,
+            tf.constant(float(epoch_norms[first]), tf.float32),
+            *lengths,
+        )
+        return stats.numpy()[None], captured, finals
 
     with _Interrupt() as interrupt:
         for epoch in range(start_epoch, epochs):
             callback_list.on_epoch_begin(epoch)
             order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
-            first = start_step if epoch == start_epoch else 0
-            if first == 0:  # a fresh epoch (a resumed mid-epoch run keeps its sums)
+            first_batch = start_step if epoch == start_epoch else 0
+            if first_batch == 0:  # a fresh epoch (a resumed mid-epoch run keeps its sums)
                 accum = {"loss_sum": 0.0, "count": 0, "grad_norm_sum": 0.0, "updates": 0}
             # A stateful model starts every epoch from zero states, except when resuming
             # mid-epoch, where it continues from the checkpointed ones.
-            if first == 0 or not (stateful and epoch == start_epoch and carried is not None):
-                carried = parts.zero_states(batch_size) if stateful else None
-            epoch_order = epoch_norms = None
-            if per_call > 1:
-                # A last partial batch is padded with a row of its own (weight 0 in the
-                # graph): one compiled shape for every batch.
-                padded = np.resize(order[-1:], steps_per_epoch * batch_size)
-                padded[:n] = order
-                epoch_order = tf.constant(padded, tf.int32)
-                epoch_norms = tf.constant(
-                    [
-                        norm_value(order[i * batch_size : (i + 1) * batch_size], 0)
-                        for i in range(steps_per_epoch)
-                    ],
-                    tf.float32,
+            if first_batch == 0 or not (stateful and epoch == start_epoch and carried is not None):
+                carried = zeros if stateful else None
+            # A last partial batch is padded with a row of its own (weight 0 in the graph):
+            # one compiled shape for every batch.
+            padded = np.resize(order[-1:], steps_per_epoch * batch_size)
+            padded[: min(n, len(padded))] = order[: len(padded)]
+            norms, counts = _epoch_normalisers(
+                padded, n, w if weighted else None, blocks, batch_size, features, reduction
+            )
+            epoch_order = tf.constant(padded, tf.int32) if strategy is None else None
+            epoch_norms = tf.constant(norms, tf.float32) if strategy is None else norms
+            update, end = first_batch * per_batch, steps_per_epoch * per_batch
+            states = carried if stateful else zeros
+            distributed_batch.clear()
+            while update < end:
+                number = update // per_batch
+                if update % per_batch == 0:
+                    callback_list.on_train_batch_begin(number)
+
+                def cut_before(batch, done=batches_done, current=number):
+                    # Batch boundaries where the host must act: after every batch for batch
+                    # hooks or once Ctrl-C or a stop request arrived mid-batch, and where a
+                    # checkpoint is due.
+                    if split_batches or interrupt.requested or model.stop_training:
+                        return True
+                    due = done + batch - current
+                    return bool(checkpoint_dir is not None and checkpoint_every) and (
+                        due % checkpoint_every == 0
+                    )
+
+                count = next_call(
+                    update, blocks=blocks, end=end, limit=limit, cut_before=cut_before
                 )
-            step = first
-            while step < steps_per_epoch:
-                callback_list.on_train_batch_begin(step)
-                size = chunk(step)
-                results, finals = train_call(step, size, carried, order, epoch_order, epoch_norms)
-                for offset, batch_stats in enumerate(results):
-                    current = step + offset
-                    if offset:
-                        callback_list.on_train_batch_begin(current)
-                    rows = order[current * batch_size : (current + 1) * batch_size]
-                    # batch_stats stops at a non-finite block: fewer entries than blocks.
-                    for block, (total, grad_norm, finite) in zip(blocks, batch_stats, strict=False):
-                        if not finite:
-                            history.nonfinite = {"epoch": epoch + 1, "step": current + 1}
-                            warnings.warn(
-                                f"Non-finite loss or gradient at epoch {epoch + 1}, step "
-                                f"{current + 1} (block {block.loss_start}-{block.end}): "
-                                "training stopped; the model keeps the weights of the last "
-                                "finite update.",
-                                RuntimeWarning,
-                                stacklevel=2,
-                            )
-                            return _finish(callback_list, logs, history, engine)
-                        accum["loss_sum"] += float(total)
-                        accum["count"] += scored_count(rows, block)
-                        accum["grad_norm_sum"] += float(grad_norm)
-                        accum["updates"] += 1
-                    batches_done += 1
-                    logs = {"loss": scale * accum["loss_sum"] / accum["count"]}
-                    callback_list.on_train_batch_end(current, logs)
+                stats, captured, finals = train_call(
+                    update, count, states, order, epoch_order, epoch_norms
+                )
+                for offset, (total, grad_norm, finite) in enumerate(stats.tolist()):
+                    number, index = divmod(update + offset, per_batch)
+                    if index == 0 and offset:
+                        callback_list.on_train_batch_begin(number)
+                    if not finite:
+                        block = blocks[index]
+                        history.nonfinite = {"epoch": epoch + 1, "step": number + 1}
+                        warnings.warn(
+                            f"Non-finite loss or gradient at epoch {epoch + 1}, step "
+                            f"{number + 1} (block {block.loss_start}-{block.end}): training "
+                            "stopped; the model keeps the weights of the last finite update.",
+                            RuntimeWarning,
+                            stacklevel=2,
+                        )
+                        return _finish(callback_list, logs, history, engine, traces_before)
+                    accum["loss_sum"] += total
+                    accum["count"] += float(counts[update + offset])
+                    accum["grad_norm_sum"] += grad_norm
+                    accum["updates"] += 1
+                    if index == per_batch - 1:
+                        batches_done += 1
+                        logs = {"loss": scale * accum["loss_sum"] / accum["count"]}
+                        callback_list.on_train_batch_end(number, logs)
+                update += len(stats)
+                if update % per_batch:
+                    states = captured  # mid-batch: the next call continues this batch
+                    continue
+                # A batch boundary: the next batch starts from zero states, or a stateful
+                # model's final ones; checkpoints, Ctrl-C and stop requests act here.
                 if stateful:
                     carried = finals
-                step += len(results)
+                states = finals if stateful else zeros
+                step = update // per_batch
                 if step < steps_per_epoch:  # the epoch's end writes its own checkpoint
                     if checkpoint_dir is not None and (
                         interrupt.requested
@@ -987,16 +1008,107 @@ def fit(
                 _stop_interrupted(callback_list, logs, epoch, steps_per_epoch - 1, checkpoint_dir)
             if model.stop_training:
                 break
-    return _finish(callback_list, logs, history, engine)
+    return _finish(callback_list, logs, history, engine, traces_before)
 
 
-def _finish(callback_list, logs, history, engine):
-    # How many times the training step was traced: a small constant, whatever the number of
-    # batches and blocks (exposed for tests and for users chasing slow first epochs).
-    history.trace_count = (
+def _epoch_normalisers(
+    order: np.ndarray,
+    rows: int,
+    weights: np.ndarray | None,
+    blocks,
+    batch: int,
+    features: int,
+    reduction: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per update of an epoch: the loss normaliser `N` and the count of scored elements.
+
+    Args:
+        order: the epoch's row order, padded to whole batches (positions from `rows` on are
+            padding with weight 0).
+        rows: the number of real sequences.
+        weights: `(rows, time)` per-step weights, or None (all ones).
+        blocks: the truncation plan of one batch.
+        batch, features: batch size and loss elements per step (`F`, or 1 for
+            cross-entropy).
+        reduction: "mean" or "sum_over_time".
+
+    Returns:
+        `(norms, counts)`, float64 arrays `(batches * blocks,)` in update order: `counts` is
+        `F * sum(w)` over the block's scored steps and real rows (the denominator of the
+        reported mean), `norms` the `N` of the block's update (see `_weighted_normaliser`).
+    """
+    batches = len(order) // batch
+    real = (np.arange(batches * batch) < rows).reshape(batches, batch)
+    real_rows = real.sum(axis=1).astype(np.float64)  # (batches,)
+    if weights is None:
+        lengths = np.array([b.end - b.loss_start for b in blocks], np.float64)
+        scored = real_rows[:, None] * lengths[None, :]  # (batches, blocks)
+    else:
+        per_row = weights[order].reshape(batches, batch, -1) * real[..., None]
+        per_step = per_row.sum(axis=1, dtype=np.float64)  # (batches, time)
+        # Loss ranges tile [0, T) in order, so each block's sum is one `reduceat` segment.
+        scored = np.add.reduceat(per_step, [b.loss_start for b in blocks], axis=1)
+    counts = scored * features
+    if reduction == "mean":
+        norms = np.where(counts > 0, counts, 1.0)  # an all-zero block has no loss
+    else:
+        norms = np.broadcast_to(real_rows[:, None] * features, counts.shape)
+    return norms.reshape(-1), counts.reshape(-1)
+
+
+_FIT_ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_DEFAULT_OPTIMIZERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_ENGINES_KEPT = 4  # per model: enough for a few optimizers or settings, bounded
+
+
+def _fit_engine(model, *, optimizer, strategy, **settings) -> _Engine:
+    """The compiled engine for `fit`, reused across `fit` calls on the same model.
+
+    A compiled step holds the model's and the optimizer's variables and the loss settings,
+    so it is keyed on exactly those: another `fit` on the same model with the same optimizer
+    object and settings traces and compiles nothing again. (The engine keeps its optimizer
+    and strategy alive, so their `id`s cannot be reused while it is cached.)
+    """
+    key = (id(optimizer), id(strategy), *sorted(settings.items()))
+    engines = _FIT_ENGINES.setdefault(model, {})
+    if key not in engines:
+        engines[key] = _Engine(model, optimizer=optimizer, strategy=strategy, **settings)
+        while len(engines) > _ENGINES_KEPT:
+            engines.pop(next(iter(engines)))
+    return engines[key]
+
+
+def _default_optimizer(model, strategy):
+    """`Adam(learning_rate=1e-3)` in its initial state, the same object for every `fit` call
+    on this model (and strategy), so that its compiled step is reused: its variables are
+    reset to their freshly built values instead of building a new optimizer."""
+    kept = _DEFAULT_OPTIMIZERS.get(model)
+    if kept is not None and kept[0] is strategy:
+        _, optimizer, initial = kept
+        for variable, value in zip(optimizer.variables, initial, strict=True):
+            variable.assign(value)
+        return optimizer
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        optimizer = keras.optimizers.Adam(learning_rate=1e-3)
+        optimizer.build(model.trainable_variables)
+    initial = [np.array(v.numpy()) for v in optimizer.variables]
+    _DEFAULT_OPTIMIZERS[model] = (strategy, optimizer, initial)
+    return optimizer
+
+
+def _trace_count(engine) -> int:
+    return (
         engine.train_fn.experimental_get_tracing_count()
-        + engine.train_many_fn.experimental_get_tracing_count()
+        + engine.train_updates_fn.experimental_get_tracing_count()
     )
+
+
+def _finish(callback_list, logs, history, engine, traces_before):
+    # How many times this run traced the training step: a small constant, whatever the
+    # number of batches and blocks, and 0 for a repeated `fit` on the same model, optimizer
+    # and shapes (exposed for tests and for users chasing slow first epochs).
+    history.trace_count = _trace_count(engine) - traces_before
     callback_list.on_train_end(logs)
     return history
 
@@ -1008,6 +1120,7 @@ def _stop_interrupted(callback_list, logs, epoch, step, checkpoint_dir):
 
 
 _AUTO_STEPS_PER_EXECUTION = 16
+_MAX_AUTO_UPDATES = 1024
 _BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
 
 
@@ -1021,26 +1134,27 @@ def _has_batch_hooks(callback) -> bool:
     )
 
 
-def _check_steps_per_execution(value, *, blocks: int, strategy, callbacks) -> int:
-    """Updates per compiled call of `fit`: `value`, or the automatic choice for None."""
+def _check_steps_per_execution(value, *, blocks: int, strategy, callbacks) -> tuple[int, bool]:
+    """Updates per compiled call of `fit`, and whether calls must end at every batch.
+
+    Returns `(limit, split_batches)`: `value`, or the automatic choice for None: 16 batches'
+    updates, at most `_MAX_AUTO_UPDATES` (calls of about a second at most, so that Ctrl-C
+    and stop requests are prompt); one batch per call when a callback has batch hooks, so
+    that they run after every batch, before the next one.
+    """
     if value is None:
-        if blocks > 1 or strategy is not None:
-            return 1
+        if strategy is not None:
+            return 1, True
         if any(_has_batch_hooks(callback) for callback in callbacks):
-            return 1  # batch hooks keep running after every batch, before the next one
-        return _AUTO_STEPS_PER_EXECUTION
+            return blocks, True
+        auto = _AUTO_STEPS_PER_EXECUTION * blocks
+        return max(_AUTO_STEPS_PER_EXECUTION, min(auto, _MAX_AUTO_UPDATES)), False
     value = check_int(value, name="steps_per_execution")
-    if value > 1 and blocks > 1:
-        raise ValueError(
-            f"`steps_per_execution`={value} needs one update per batch (full BPTT); with "
-            f"this k1/k2 each batch makes {blocks} updates, one per block. Pass "
-            "`steps_per_execution=1` (or None)."
-        )
     if value > 1 and strategy is not None:
         raise ValueError(
             f"`steps_per_execution`={value} is not supported with `strategy=`; pass 1 (or None)."
         )
-    return value
+    return value, False
 
 
 def _evaluate(engine, x, y, w, batch_size, loss, stateful) -> float:
