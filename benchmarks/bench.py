@@ -24,7 +24,8 @@ run.
 
 Truncated-BPTT workload (`tbptt`): one long stream, 32 rows of T = 2000 steps (a noisy sine;
 each row a contiguous stretch), TBPTT(k) for k in 2, 20, 100 with SimpleRNN(16) and
-LSTM(128) + Dense, Adam, MSE. Time per optimizer update (epoch time / updates per epoch) of
+LSTM(128) + Dense (and GRU(128), which has no fast path), Adam, MSE. Time per optimizer
+update (epoch time / updates per epoch) of
     engine_rows     `bk.fit(model, x (32, T, 1), k1=k)`: truncation over the long rows
     engine_stream   `bk.fit(stateful model, stream layout (32 * T/k, k, 1))`: the streams route
     engine_full     `bk.fit(model, x (32, T, 1))`: full BPTT, one update per epoch (the work
@@ -69,7 +70,12 @@ QUICK = {
     "small": {"cell": "simple_rnn", "units": 16, "steps": 20, "batch": 16, "n": 64},
     "large": {"cell": "lstm", "units": 32, "steps": 40, "batch": 16, "n": 32},
 }
-TBPTT = {"rows": 32, "steps": 2000, "ks": (2, 20, 100), "cells": {"simple_rnn": 16, "lstm": 128}}
+TBPTT = {
+    "rows": 32,
+    "steps": 2000,
+    "ks": (2, 20, 100),
+    "cells": {"simple_rnn": 16, "lstm": 128, "gru": 128},
+}
 TBPTT_QUICK = {"rows": 8, "steps": 40, "ks": (4,), "cells": {"simple_rnn": 4, "lstm": 8}}
 TBPTT_EPOCHS = 3
 MEMORY_STEPS = (100, 1000, 4000)
@@ -339,7 +345,8 @@ def tbptt_torch(cell, units, k, x, y):
 
     torch.manual_seed(0)
     torch.set_num_threads(os.cpu_count() or 1)
-    rnn = {"simple_rnn": torch.nn.RNN, "lstm": torch.nn.LSTM}[cell](1, units, batch_first=True)
+    torch_cells = {"simple_rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
+    rnn = torch_cells[cell](1, units, batch_first=True)
     head = torch.nn.Linear(units, 1)
     optimizer = torch.optim.Adam([*rnn.parameters(), *head.parameters()], lr=1e-3)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
