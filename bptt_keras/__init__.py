@@ -7,7 +7,7 @@ The public API:
 - data: `next_step_pairs`, `sliding_windows`, `split_by_time`, `stream_batches`,
   `fit_scaler`, `Scaler`, `load_series`, `load_csv_series`, `available_series`
 - prediction: `predict_next`, `forecast`, `stream_predict`
-- BPTT engine: `fit`, `bptt_gradients`, `plan_blocks`, `covered_fraction`
+- BPTT engine: `fit`, `evaluate`, `bptt_gradients`, `plan_blocks`, `covered_fraction`
 - diagnostics: `gradient_norms_through_time`, `recurrent_spectrum`, `RecurrentSpectrum`,
   `scale_recurrent`, `numpy_bptt` (the NumPy oracle)
 - plotting: `plot_loss_curves`, `plot_forecast`, `plot_gradient_norms`, `plot_block_plan`
@@ -26,8 +26,18 @@ import os
 # command-line tool; keep warnings and errors. A value the user set wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
+import keras  # noqa: E402
+
+if keras.backend.backend() != "tensorflow":
+    # The engine is TensorFlow code (GradientTape, tf.function, XLA, tf.distribute): under
+    # another backend every call would fail later with an obscure error.
+    raise ImportError(
+        "bptt_keras needs Keras' TensorFlow backend, but Keras is running on "
+        f"{keras.backend.backend()!r} (KERAS_BACKEND={os.environ.get('KERAS_BACKEND')!r}). "
+        "Unset KERAS_BACKEND or set KERAS_BACKEND=tensorflow before importing keras."
+    )
+
 from bptt_keras import tasks
-from bptt_keras.bptt import bptt_gradients, fit
 from bptt_keras.checkpoint import CheckpointError
 from bptt_keras.config import TrainConfig
 from bptt_keras.data import (
@@ -45,6 +55,7 @@ from bptt_keras.diagnostics import (
     recurrent_spectrum,
     scale_recurrent,
 )
+from bptt_keras.engine import bptt_gradients, evaluate, fit
 from bptt_keras.forecast import forecast, predict_next, stream_predict
 from bptt_keras.models import (
     build_model,
@@ -76,6 +87,7 @@ __all__ = [
     "CheckpointError",
     "RecurrentSpectrum",
     "bptt_gradients",
+    "evaluate",
     "fit",
     "gradient_norms_through_time",
     "plan_blocks",

@@ -14,15 +14,9 @@ import numpy as np
 import tensorflow as tf
 
 from bptt_keras._validation import check_choice, describe
-from bptt_keras.bptt import (
-    LOSSES,
-    REDUCTIONS,
-    _check_weights,
-    _check_xy,
-    _elements,
-    _weighted_normaliser,
-    value_and_grad,
-)
+from bptt_keras.engine.arguments import check_weights, check_xy
+from bptt_keras.engine.step import value_and_grad
+from bptt_keras.losses import LOSSES, REDUCTIONS, Normaliser, elements
 from bptt_keras.unroll import Parts, forward
 
 
@@ -77,12 +71,12 @@ def gradient_norms_through_time(
     check_choice(loss, name="loss", choices=LOSSES)
     check_choice(reduction, name="reduction", choices=REDUCTIONS)
     parts = Parts(model)
-    x, y = _check_xy(parts, x, y, loss)
+    x, y = check_xy(parts, x, y, loss)
     index = _layer_index(parts, layer)
     batch, steps = x.shape[:2]
-    w = _check_weights(sample_weight, (batch, steps))
-    features = y.shape[-1] if loss == "mse" else 1
-    norm = _weighted_normaliser(loss, reduction, w, features)
+    w = check_weights(sample_weight, (batch, steps))
+    features = int(y.shape[-1]) if y.ndim == 3 else 1
+    denominator = Normaliser(loss, reduction, features, steps).of_weights(w)
     units = parts.recurrent[index].cell.units
 
     @tf.function
@@ -97,8 +91,8 @@ def gradient_norms_through_time(
                 probe_layer=index,
                 probe=probe,
             )
-            elements = _elements(loss, y, yhat) * tf.cast(w, yhat.dtype)[..., None]
-            return tf.reduce_sum(elements) / norm, ()
+            per_element = elements(loss, y, yhat) * tf.cast(w, yhat.dtype)[..., None]
+            return tf.reduce_sum(per_element) / denominator, ()
 
         _, _, (grad,) = value_and_grad(fn, [probe])
         return grad  # (time, batch, units)

@@ -154,3 +154,19 @@ def stream_predict(model: keras.Model, series) -> np.ndarray:
     step = tf.function(lambda x_t: streamer(x_t, training=False))
     out = [step(tf.constant(array[None, t : t + 1])).numpy()[0] for t in range(array.shape[0])]
     return np.concatenate(out, axis=0)
+
+
+def errors(truth, prediction) -> tuple[float, float]:
+    """Root-mean-square and mean absolute error of `prediction` against `truth` (any shapes
+    with the same number of elements), computed in float64.
+
+    Returns:
+        `(rmse, mae)`.
+
+    Example:
+
+    >>> errors([1.0, 2.0], [1.0, 4.0])
+    (1.4142135623730951, 1.0)
+    """
+    diff = np.asarray(prediction, np.float64).ravel() - np.asarray(truth, np.float64).ravel()
+    return float(np.sqrt(np.mean(diff**2))), float(np.mean(np.abs(diff)))

@@ -20,12 +20,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from bptt_keras.bptt import fit
 from bptt_keras.config import TrainConfig
 from bptt_keras.data import Scaler, fit_scaler, next_step_pairs, sliding_windows, split_by_time
 from bptt_keras.datasets import load_csv_series, load_series
 from bptt_keras.diagnostics import gradient_norms_through_time
-from bptt_keras.forecast import forecast, predict_next
+from bptt_keras.engine import fit
+from bptt_keras.forecast import errors, forecast, predict_next
 from bptt_keras.models import build_model
 
 
@@ -145,11 +145,6 @@ class EpochProgress(keras.callbacks.Callback):
         self._bar.update(epoch + 1, values=[(k, float(v)) for k, v in logs.items()])
 
 
-def _errors(truth: np.ndarray, prediction: np.ndarray) -> tuple[float, float]:
-    diff = np.asarray(prediction, np.float64).ravel() - np.asarray(truth, np.float64).ravel()
-    return float(np.sqrt(np.mean(diff**2))), float(np.mean(np.abs(diff)))
-
-
 def train(config: TrainConfig, *, out_dir: str | os.PathLike | None = None, verbose: int = 1):
     """Trains a next-step model as `config` says and forecasts the held-out test segment.
 
@@ -214,7 +209,7 @@ def train(config: TrainConfig, *, out_dir: str | os.PathLike | None = None, verb
         ("closed_loop", closed),
         ("persistence", persistence),
     ):
-        metrics[f"{name}_rmse"], metrics[f"{name}_mae"] = _errors(truth, prediction)
+        metrics[f"{name}_rmse"], metrics[f"{name}_mae"] = errors(truth, prediction)
     metrics["final_loss"] = history["loss"][-1]
     if "val_loss" in history:
         metrics["final_val_loss"] = history["val_loss"][-1]

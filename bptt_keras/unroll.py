@@ -122,12 +122,11 @@ def forward(
             time, rebuilding each segment's gates from the stored outputs and its boundary
             state. These layers run time-major, and a `Dense` right after the last of them
             is folded into its gradient, so that no `(T, B, units)` gradient or transposed
-            copy is ever materialised. At T = 4000 (LSTM(128), batch 32) the peak grows by
-            about a sixth of plain autodiff's, at about plain's step time
-            (benchmarks/RESULTS.md). Other layers (GRU, or `fast=False`) run each segment
-            under `tf.recompute_grad`: same gradients, but TensorFlow's executor schedules
-            those recomputations early, so memory does not drop. Needs a static sequence
-            length; the captured state is the final one.
+            copy is ever materialised (measured in benchmarks/RESULTS.md). Other layers
+            (GRU, or `fast=False`) run each segment under `tf.recompute_grad`: same
+            gradients, but TensorFlow's executor schedules those recomputations early, so
+            memory does not drop. Needs a static sequence length; the captured state is the
+            final one.
 
     Returns:
         `(y, final_states, captured_states)`, `y` of shape `(batch, time, output_dim)`.

@@ -7,7 +7,11 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("BPTT_KERAS_FAST", "1")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+import bptt_keras as bk  # noqa: E402
+from bptt_keras.tasks import noisy_sines  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -15,3 +19,48 @@ def _seed_everything():
     keras.utils.set_random_seed(1234)
     yield
     keras.backend.clear_session()
+
+
+def small_data(batch=3, steps=12, seed=0, in_dim=2, out_dim=1):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(batch, steps, in_dim)), rng.normal(size=(batch, steps, out_dim)))
+
+
+@pytest.fixture
+def float64():
+    keras.config.set_floatx("float64")
+    yield
+    keras.config.set_floatx("float32")
+
+
+def rel_err(a, b):
+    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12)
+
+
+TRUNCATIONS = [(None, None), (12, 12), (4, 4), (1, 1), (3, 5), (4, 9), (5, 12), (2, 7)]
+
+
+def fit_run(cell, per_call, *, n=44, weighted=False, epochs=2, callbacks=None, **kwargs):
+    """A small full-BPTT run; 44 sequences in batches of 8 leave a partial batch of 4."""
+    x, y = bk.next_step_pairs(noisy_sines(n, 13, seed=3))
+    weights = None
+    if weighted:
+        weights = np.random.default_rng(0).integers(0, 2, size=x.shape[:2]).astype("float32")
+        weights[:, -1] = 1.0  # every row scores at least one step
+    model = bk.build_model(cell, 5, seed=0)
+    optimizer = keras.optimizers.Adam(0.02)
+    history = bk.fit(
+        model,
+        x,
+        y,
+        epochs=epochs,
+        batch_size=8,
+        seed=4,
+        verbose=0,
+        optimizer=optimizer,
+        sample_weight=weights,
+        steps_per_execution=per_call,
+        callbacks=callbacks,
+        **kwargs,
+    )
+    return model, optimizer, history

@@ -10,16 +10,18 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench.py"
 
 
 @pytest.mark.slow
-def test_bench_quick_small_runs_and_reports_ratios():
+def test_bench_quick_runs_full_and_truncated_workloads_and_reports_ratios():
     done = subprocess.run(
         [
             sys.executable,
             str(BENCH),
             "--quick",
+            "--rounds",
+            "1",
             "--workloads",
-            "small",
+            "small,tbptt",
             "--configs",
-            "keras_fit_spe16,engine_fast,engine_fast_spe1",
+            "keras_fit_spe16,engine_fast,engine_fast_spe1,engine_rows,engine_stream,keras_stateful",
         ],
         capture_output=True,
         text=True,
@@ -29,28 +31,6 @@ def test_bench_quick_small_runs_and_reports_ratios():
     for config in ("keras_fit", "keras_fit_spe16", "engine_fast", "engine_fast_spe1"):
         assert f"| {config} |" in done.stdout
     assert "vs Keras fit" in done.stdout
-
-
-@pytest.mark.slow
-def test_bench_quick_tbptt_runs_every_route_and_reports_per_update_ratios():
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH),
-            "--quick",
-            "--rounds",
-            "1",
-            "--workloads",
-            "tbptt",
-            "--configs",
-            "engine_rows,engine_stream,keras_stateful",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    for cell in ("simple_rnn(4)", "lstm(8)"):
-        for config in ("engine_rows", "engine_stream", "keras_stateful"):
-            assert f"| {cell} | 4 | {config} |" in done.stdout
+    for config in ("engine_rows", "engine_stream", "keras_stateful"):
+        assert f"| simple_rnn(4) | 4 | {config} |" in done.stdout
     assert "vs Keras stateful fit" in done.stdout and "ms / update" in done.stdout

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from bptt_keras import build_model, forecast, predict_next
+from bptt_keras.forecast import errors
 
 
 @pytest.mark.parametrize("cell", ["simple_rnn", "lstm", "gru"])
@@ -71,3 +72,10 @@ def test_stream_predict_equals_one_call_over_the_whole_series():
     series = np.sin(np.arange(25) / 3.0).astype("float32")
     streamed = stream_predict(model, series)
     np.testing.assert_allclose(streamed, model(series[None, :, None]).numpy()[0], atol=1e-5)
+
+
+def test_errors_are_rmse_and_mae_in_float64():
+    truth = np.array([[1.0], [2.0], [3.0]], np.float32)
+    prediction = np.array([1.0, 4.0, 2.0])  # errors 0, 2, -1
+    rmse, mae = errors(truth, prediction)
+    assert rmse == pytest.approx(np.sqrt(5 / 3)) and mae == pytest.approx(1.0)

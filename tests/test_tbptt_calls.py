@@ -14,7 +14,7 @@ import pytest
 
 import bptt_keras as bk
 from bptt_keras.checkpoint import latest_checkpoint, load_checkpoint
-from bptt_keras.schedule import block_shape, next_call
+from bptt_keras.engine.epochs import block_shape, next_call
 from bptt_keras.tasks import noisy_sines
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from matplotlib.figure import Figure
 
-from bptt_keras.bptt import fit
+from bptt_keras.engine import evaluate, fit
 from bptt_keras.models import build_model
 
 MODELS = {
@@ -31,17 +31,10 @@ def make_model(name: str, units: int, *, input_dim: int, output_dim: int, seed: 
 
 
 def score(model: keras.Model, data: tuple, *, loss: str) -> float:
-    """Weighted mean loss of `model` on `(x, y[, w])`, as the engine's `val_loss` defines it."""
+    """Weighted mean loss of `model` on `(x, y[, w])`: the engine's `evaluate`, the same
+    definition as every `val_loss` of the learning curve."""
     x, y, *w = data
-    yhat = model.predict(x, batch_size=256, verbose=0).astype(np.float64)
-    if loss == "mse":
-        elements = np.mean((yhat - y) ** 2, axis=-1)
-    else:  # sparse categorical cross-entropy of integer targets against logits
-        shifted = yhat - yhat.max(axis=-1, keepdims=True)
-        log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-        elements = -np.take_along_axis(log_probs, y[..., None].astype(int), axis=-1)[..., 0]
-    weights = w[0] if w else np.ones(elements.shape)
-    return float((elements * weights).sum() / weights.sum())
+    return evaluate(model, x, y, loss=loss, sample_weight=w[0] if w else None, batch_size=256)
 
 
 def learning_curve(

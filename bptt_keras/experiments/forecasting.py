@@ -23,7 +23,8 @@ from matplotlib.figure import Figure
 from numpy.lib.stride_tricks import sliding_window_view
 
 from bptt_keras.config import TrainConfig
-from bptt_keras.run import _errors, train
+from bptt_keras.forecast import errors
+from bptt_keras.run import train
 
 CONFIG = {
     "quick": {
@@ -121,7 +122,7 @@ def _one_series(name: str, spec: dict, cfg: dict, seed: int):
     rows = []
     for model, by_kind in predictions.items():
         for kind, prediction in by_kind.items():
-            rmse, mae = _errors(truth, prediction)
+            rmse, mae = errors(truth, prediction)
             rows.append(
                 {
                     "series": name,

@@ -17,7 +17,7 @@ import keras
 import matplotlib
 from matplotlib.figure import Figure
 
-from bptt_keras.bptt import fit
+from bptt_keras.engine import fit
 from bptt_keras.models import build_model
 from bptt_keras.plotting import plot_loss_curves
 from bptt_keras.tasks import delayed_echo, delayed_echo_losses
@@ -65,26 +65,50 @@ CONFIG = {
 }
 
 
-def run(report) -> None:
-    """Trains one model per truncation; writes `results.*` and `truncation.png`."""
-    cfg, seed = report.config, report.seed
-    lag, length = cfg["lag"], cfg["length"]
-    x, y = delayed_echo(cfg["train_sequences"], length, lag=lag, seed=seed * 1000)
-    val = delayed_echo(cfg["val_sequences"], length, lag=lag, seed=seed * 1000 + 1)
+def compare_truncations(
+    train: tuple,
+    val: tuple,
+    runs: dict,
+    *,
+    lag: int,
+    cell: str,
+    units: int,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    clipnorm: float | None,
+    seed: int,
+) -> tuple[list[dict], dict]:
+    """Trains one model per truncation on the delayed echo and scores what it learned.
+
+    Args:
+        train, val: `(x, y)` of `delayed_echo(..., lag=lag)`, `(n, T, 1)` each.
+        runs: name -> `(k1, k2)`; `(None, None)` is full BPTT.
+        lag: the echo's delay.
+        cell, units: the model (`build_model`).
+        epochs, batch_size, learning_rate, clipnorm, seed: the training (Adam).
+
+    Returns:
+        `(rows, curves)`: one row per run (k1, k2, the share of steps whose window covers
+        the lag, final validation MSE, the exact references, whether the echo was learned),
+        and each run's validation MSE per epoch.
+    """
+    x, y = train
+    length = x.shape[1]
     reference = delayed_echo_losses(length, lag)
     rows, curves = [], {}
-    for name, (k1, k2) in cfg["runs"].items():
-        model = build_model(cfg["cell"], cfg["units"], seed=seed)
+    for name, (k1, k2) in runs.items():
+        model = build_model(cell, units, seed=seed)
         history = fit(
             model,
             x,
             y,
-            epochs=cfg["epochs"],
-            batch_size=cfg["batch_size"],
+            epochs=epochs,
+            batch_size=batch_size,
             k1=k1,
             k2=k2,
-            optimizer=keras.optimizers.Adam(learning_rate=cfg["learning_rate"]),
-            clipnorm=cfg["clipnorm"],
+            optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+            clipnorm=clipnorm,
             validation_data=val,
             seed=seed,
             verbose=0,
@@ -107,22 +131,13 @@ def run(report) -> None:
                 "learned the echo": bool(losses[-1] < 0.5 * reference["forgets"]),
             }
         )
-    report.table(
-        "results",
-        rows,
-        title=f"Delayed echo, lag {lag}, T = {length}: truncation window vs what is learned",
-        notes="Exact references: 'remembers' 0, 'forgets' (T - lag)/T (the best any model "
-        "without the dependency can do). 'learned the echo': final MSE below half the "
-        "'forgets' loss. Theory: BPTT(k) with k <= lag covers no step (Williams & Peng 1990).",
-    )
-    report.data(
-        "curves",
-        [
-            {"run": name, "epoch": epoch + 1, "val_loss": float(v)}
-            for name, losses in curves.items()
-            for epoch, v in enumerate(losses)
-        ],
-    )
+    return rows, curves
+
+
+def plot_truncations(rows: list[dict], curves: dict, *, lag: int, length: int) -> Figure:
+    """Final loss against the gradient window, and the learning curves (`compare_truncations`'
+    results)."""
+    reference = delayed_echo_losses(length, lag)
     fig = Figure(figsize=(11, 4), layout="constrained")
     ax_k, ax_curves = fig.subplots(1, 2)
     final = {r["run"]: r["final val MSE"] for r in rows}
@@ -155,6 +170,38 @@ def run(report) -> None:
     )
     ax_curves.axhline(reference["forgets"], color="k", ls="--", lw=1, label="forgets")
     ax_curves.legend(fontsize=7, ncols=2)
+    return fig
+
+
+def run(report) -> None:
+    """Trains one model per truncation; writes `results.*` and `truncation.png`."""
+    cfg, seed = report.config, report.seed
+    lag, length = cfg["lag"], cfg["length"]
+    train = delayed_echo(cfg["train_sequences"], length, lag=lag, seed=seed * 1000)
+    val = delayed_echo(cfg["val_sequences"], length, lag=lag, seed=seed * 1000 + 1)
+    reference = delayed_echo_losses(length, lag)
+    rows, curves = compare_truncations(
+        train, val, cfg["runs"], lag=lag, cell=cfg["cell"], units=cfg["units"],
+        epochs=cfg["epochs"], batch_size=cfg["batch_size"],
+        learning_rate=cfg["learning_rate"], clipnorm=cfg["clipnorm"], seed=seed,
+    )  # fmt: skip
+    report.table(
+        "results",
+        rows,
+        title=f"Delayed echo, lag {lag}, T = {length}: truncation window vs what is learned",
+        notes="Exact references: 'remembers' 0, 'forgets' (T - lag)/T (the best any model "
+        "without the dependency can do). 'learned the echo': final MSE below half the "
+        "'forgets' loss. Theory: BPTT(k) with k <= lag covers no step (Williams & Peng 1990).",
+    )
+    report.data(
+        "curves",
+        [
+            {"run": name, "epoch": epoch + 1, "val_loss": float(v)}
+            for name, losses in curves.items()
+            for epoch, v in enumerate(losses)
+        ],
+    )
+    fig = plot_truncations(rows, curves, lag=lag, length=length)
     report.figure("truncation", fig, caption="Final loss against the truncation window")
     learned = [r["run"] for r in rows if r["learned the echo"]]
     missed = [r["run"] for r in rows if not r["learned the echo"]]

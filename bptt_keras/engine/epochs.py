@@ -1,4 +1,4 @@
-"""The order of an epoch's optimizer updates, and how they are grouped into compiled calls.
+"""An epoch's plan: the order of its rows, its updates, and how they are grouped into calls.
 
 `fit` makes one update per block of the truncation plan (`bptt_keras.truncation`) of every
 batch. An epoch is the flat list of those updates, numbered batch-major:
@@ -19,14 +19,77 @@ at step 0) and a last shorter block each start a new call. Calls also end where 
 must act between updates: at a checkpoint's batch boundary, or after every batch when
 callbacks need to see each batch.
 
-Everything here is pure Python on integers; `fit` owns the TensorFlow side.
+The rows of an epoch come in an order drawn from the seed and the epoch number (so that a
+resumed run sees the same order), padded to whole batches:
+
+    order    7 2 9 0 4 | 1 8 3 6 5 | 11 10 ~10 ~10 ~10      (12 rows, batch 5)
+                                            ^ padding: a real row repeated, weight 0
+
+so that a last partial batch has the static shape of every other batch.
+
+Everything here is pure NumPy and Python on integers; the engine owns the TensorFlow side.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+import numpy as np
+
+from bptt_keras.losses import Normaliser
 from bptt_keras.truncation import Block
+
+
+def row_order(rows: int, *, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
+    """The epoch's order of the `rows` sequences: a permutation drawn from `(seed, epoch)`,
+    or `0 ... rows - 1` without shuffling."""
+    if not shuffle:
+        return np.arange(rows)
+    return np.random.default_rng([seed, epoch]).permutation(rows)
+
+
+def pad_to_batches(order: np.ndarray, batches: int, batch: int) -> np.ndarray:
+    """`order` cut or padded to `batches * batch` positions (padding repeats its last row)."""
+    padded = np.resize(order[-1:], batches * batch)
+    padded[: min(len(order), len(padded))] = order[: len(padded)]
+    return padded
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """One epoch: the row order, padded, and each update's loss denominator and count.
+
+    Attributes:
+        order: `(rows,)` the order of the sequences.
+        padded: `(batches * batch,)` the order padded to whole batches.
+        denominators: `(batches * blocks,)` the `N` of each update.
+        counts: `(batches * blocks,)` scored elements of each update (for reported means).
+    """
+
+    order: np.ndarray
+    padded: np.ndarray
+    denominators: np.ndarray
+    counts: np.ndarray
+
+
+def plan_epoch(
+    *,
+    rows: int,
+    batches: int,
+    batch: int,
+    blocks: Sequence[Block],
+    normaliser: Normaliser,
+    weights: np.ndarray | None,
+    seed: int,
+    epoch: int,
+    shuffle: bool,
+) -> EpochPlan:
+    """The `EpochPlan` of epoch `epoch` (weights None: all ones)."""
+    order = row_order(rows, seed=seed, epoch=epoch, shuffle=shuffle)
+    padded = pad_to_batches(order, batches, batch)
+    denominators, counts = normaliser.per_update(padded, rows, weights, blocks, batch)
+    return EpochPlan(order, padded, denominators, counts)
 
 
 def block_shape(block: Block) -> tuple[int, int]:

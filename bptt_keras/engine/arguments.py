@@ -1,0 +1,394 @@
+"""Every check of `fit`'s and `bptt_gradients`' arguments, before anything is traced.
+
+`check_fit` turns `fit`'s keyword arguments into one frozen `FitArgs`: arrays converted and
+aligned with the model, truncation filled in and planned, the calls' size chosen. A bad
+argument is a `ValueError` / `TypeError` naming it, what was received and what was expected,
+raised before any TensorFlow tracing and before any weight changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from bptt_keras._validation import as_float_array, check_choice, check_float, check_int, describe
+from bptt_keras.losses import LOSSES, REDUCTIONS, Normaliser
+from bptt_keras.truncation import Block, check_truncation, plan_blocks
+from bptt_keras.unroll import Parts
+
+
+def check_xy(parts: Parts, x, y, loss: str, *, x_name="x", y_name="y"):
+    """Validates `x`, `y` against the model and returns them as arrays (before any tracing)."""
+    x = as_float_array(x, name=x_name, ranks=(3,), dtype=parts.dtype)
+    if x.shape[-1] != parts.input_dim:
+        raise ValueError(
+            f"`{x_name}` has {x.shape[-1]} feature(s) per step but the model expects "
+            f"input_dim={parts.input_dim}. Received shape {x.shape}"
+        )
+    if loss == "mse":
+        y = as_float_array(y, name=y_name, ranks=(3,), dtype=parts.dtype)
+        expected = (*x.shape[:2], parts.output_dim)
+        if y.shape != expected:
+            raise ValueError(
+                f"`{y_name}` must be aligned with `{x_name}` step by step and match the model's "
+                f"output_dim: expected shape {expected}. Received shape {y.shape}"
+            )
+        return x, y
+    y = as_float_array(y, name=y_name, ranks=(2, 3))
+    if y.ndim == 3:
+        if y.shape[-1] != 1:
+            raise ValueError(
+                f"`{y_name}` for sparse categorical cross-entropy holds one class index per "
+                f"step: shape (batch, time) or (batch, time, 1). Received shape {y.shape}"
+            )
+        y = y[..., 0]
+    if y.shape != x.shape[:2]:
+        raise ValueError(
+            f"`{y_name}` must be aligned with `{x_name}`: expected shape {x.shape[:2]}. "
+            f"Received shape {y.shape}"
+        )
+    if np.any(y != np.round(y)) or y.min() < 0 or y.max() >= parts.output_dim:
+        raise ValueError(
+            f"`{y_name}` must hold integer class indices in [0, {parts.output_dim}) "
+            f"(the model's output_dim). Received values in [{y.min()}, {y.max()}]"
+        )
+    return x, y.astype(np.int32)
+
+
+def check_weights(weights, shape: tuple[int, int], *, name: str = "sample_weight") -> np.ndarray:
+    """Per-step weights `(batch, time)` (None: all ones), non-negative, not all zero."""
+    if weights is None:
+        return np.ones(shape, np.float32)
+    weights = as_float_array(weights, name=name, ranks=(2,))
+    if weights.shape != tuple(shape):
+        raise ValueError(
+            f"`{name}` holds one weight per sequence and step: expected shape {tuple(shape)} "
+            f"(batch, time). Received shape {weights.shape}"
+        )
+    if weights.min() < 0 or not weights.any():
+        raise ValueError(
+            f"`{name}` must be non-negative with at least one positive entry. Received values "
+            f"in [{weights.min()}, {weights.max()}]"
+        )
+    return weights
+
+
+def model_strategy(model, strategy):
+    """`strategy`, or else the `tf.distribute.Strategy` whose scope the model was built in
+    (as Keras' `model.distribute_strategy`), or None."""
+    if strategy is not None:
+        return strategy
+    return getattr(model, "_distribute_strategy", None)
+
+
+def check_run(model, x, y, loss, reduction, k1, k2, recompute):
+    """The checks `bptt_gradients` and `fit` share: model, data, loss, truncation."""
+    check_choice(loss, name="loss", choices=LOSSES)
+    check_choice(reduction, name="reduction", choices=REDUCTIONS)
+    parts = Parts(model)
+    x, y = check_xy(parts, x, y, loss)
+    k1, k2 = check_truncation(k1, k2, x.shape[1])
+    return parts, x, y, k1, k2, check_recompute(recompute, k1, k2, x.shape[1])
+
+
+def check_recompute(recompute, k1: int, k2: int, steps: int) -> int | None:
+    if recompute is None:
+        return None
+    recompute = check_int(recompute, name="recompute")
+    if k1 != steps or k2 != steps:
+        raise ValueError(
+            "`recompute` applies to full BPTT (k1=k2=None); truncated BPTT already bounds "
+            f"memory by k2. Received: recompute={recompute}, k1={k1}, k2={k2}"
+        )
+    return recompute
+
+
+def check_strategy(strategy, model, batch: int, *, name: str) -> None:
+    if strategy is None:
+        return
+    if not isinstance(strategy, tf.distribute.Strategy):
+        raise TypeError(
+            f"`strategy` must be a tf.distribute.Strategy or None. Received: {describe(strategy)}"
+        )
+    replicas = strategy.num_replicas_in_sync
+    if batch % replicas:
+        raise ValueError(
+            f"The global batch ({name}={batch}) must split evenly over the strategy's "
+            f"{replicas} replicas. Use a multiple of {replicas}."
+        )
+    outside = [
+        v.path
+        for v in model.variables
+        if not strategy.extended.variable_created_in_scope(getattr(v, "value", v))
+    ]
+    if outside:
+        raise ValueError(
+            "The model's variables must be created under the strategy: build the model inside "
+            f"`with strategy.scope():`. Variables created outside: {outside[:3]}"
+        )
+
+
+_AUTO_BATCHES = 16  # at least this many batches' updates per automatic call (as before)
+_MAX_AUTO_UPDATES = 1024
+# Multiply-adds an automatic call aims at (about 0.1-0.3 s on 2 CPU cores): many tiny
+# updates share a call, a few large ones keep calls short enough for Ctrl-C to be prompt.
+_CALL_WORK = 2**29
+_BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
+
+
+def auto_updates_per_call(parts: Parts, batch: int, blocks: list[Block]) -> int:
+    """Updates per automatic compiled call: `_CALL_WORK` multiply-adds' worth (the recurrent
+    layers' `(inputs + units) * gates * units` per step and row, over the longest block),
+    at least 16 batches' updates, at most 1024. Deterministic: it depends on the shapes, not
+    on timings, so a run makes the same calls on every machine."""
+    per_step = sum(
+        int(np.prod(layer.cell.kernel.shape)) + int(np.prod(layer.cell.recurrent_kernel.shape))
+        for layer in parts.recurrent
+    )
+    length = max(block.end - block.start for block in blocks)
+    by_work = _CALL_WORK // max(1, batch * length * per_step)
+    floor = min(_AUTO_BATCHES * len(blocks), _MAX_AUTO_UPDATES)
+    return int(max(floor, min(by_work, _MAX_AUTO_UPDATES)))
+
+
+def has_batch_hooks(callback) -> bool:
+    # The base class's methods are no-ops; anything else is a hook: an override in a
+    # subclass, or a function set on the instance (as `LambdaCallback` does).
+    base = keras.callbacks.Callback
+    return any(
+        getattr(getattr(callback, hook), "__func__", None) is not getattr(base, hook)
+        for hook in _BATCH_HOOKS
+    )
+
+
+def check_steps_per_execution(
+    value, *, blocks: list[Block], strategy, callbacks, parts: Parts, batch: int
+) -> tuple[int, bool]:
+    """Updates per compiled call of `fit`, and whether calls must end at every batch.
+
+    Returns `(limit, split_batches)`: `value`, or the automatic choice for None
+    (`auto_updates_per_call`); one batch per call when a callback has batch hooks, so that
+    they run after every batch, before the next one; one update per call under a strategy.
+    """
+    if value is None:
+        if strategy is not None:
+            return 1, True
+        if any(has_batch_hooks(callback) for callback in callbacks):
+            return len(blocks), True
+        return auto_updates_per_call(parts, batch, blocks), False
+    value = check_int(value, name="steps_per_execution")
+    if value > 1 and strategy is not None:
+        raise ValueError(
+            f"`steps_per_execution`={value} is not supported with `strategy=`; pass 1 (or None)."
+        )
+    return value, False
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Validation data, checked: `x (n, time, input_dim)`, `y`, `w (n, time)`."""
+
+    x: np.ndarray
+    y: np.ndarray
+    w: np.ndarray
+
+
+@dataclass(frozen=True)
+class FitArgs:
+    """`fit`'s arguments, checked and filled in (see `fit` for their meaning).
+
+    `w` is all ones when no `sample_weight` was given (`weighted` says which); `blocks` is
+    the truncation plan of one batch; `limit` the most updates per compiled call and
+    `split_batches` whether every call must end at a batch boundary (batch hooks).
+    """
+
+    model: keras.Model
+    parts: Parts
+    x: np.ndarray
+    y: np.ndarray
+    w: np.ndarray
+    weighted: bool
+    k1: int
+    k2: int
+    blocks: list[Block]
+    normaliser: Normaliser
+    epochs: int
+    batch_size: int
+    optimizer: keras.optimizers.Optimizer | None
+    clipnorm: float | None
+    loss: str
+    reduction: str
+    validation: Validation | None
+    callbacks: list[keras.callbacks.Callback]
+    shuffle: bool
+    seed: int | None
+    checkpoint_dir: Path | None
+    checkpoint_every: int | None
+    resume: bool
+    strategy: tf.distribute.Strategy | None
+    fast: bool
+    recompute: int | None
+    limit: int
+    split_batches: bool
+    stateful: bool
+    verbose: Any
+
+    @property
+    def rows(self) -> int:
+        """The number of sequences."""
+        return int(self.x.shape[0])
+
+    @property
+    def time(self) -> int:
+        """The sequence length `T`."""
+        return int(self.x.shape[1])
+
+    @property
+    def batches_per_epoch(self) -> int:
+        # Under a strategy a last partial batch could not be split evenly: it is dropped.
+        if self.strategy is not None:
+            return self.rows // self.batch_size
+        return -(-self.rows // self.batch_size)
+
+
+def check_fit(
+    model,
+    x,
+    y,
+    *,
+    epochs,
+    batch_size,
+    k1,
+    k2,
+    optimizer,
+    clipnorm,
+    loss,
+    reduction,
+    validation_data,
+    callbacks,
+    shuffle,
+    seed,
+    checkpoint_dir,
+    checkpoint_every,
+    resume,
+    strategy,
+    fast,
+    recompute,
+    sample_weight,
+    steps_per_execution,
+    verbose,
+) -> FitArgs:
+    """Checks `fit`'s arguments (see `fit`) and returns them as a `FitArgs`.
+
+    Raises:
+        ValueError / TypeError: naming the argument, what was received and what was
+            expected.
+    """
+    parts, x, y, k1, k2, recompute = check_run(model, x, y, loss, reduction, k1, k2, recompute)
+    rows, time = x.shape[:2]
+    strategy = model_strategy(model, strategy)
+    w = check_weights(sample_weight, (rows, time))
+    epochs = check_int(epochs, name="epochs")
+    batch_size = check_int(batch_size, name="batch_size")
+    if clipnorm is not None:
+        clipnorm = check_float(clipnorm, name="clipnorm", low=0.0, low_inclusive=False)
+    if checkpoint_every is not None:
+        checkpoint_every = check_int(checkpoint_every, name="checkpoint_every")
+    if resume and checkpoint_dir is None:
+        raise ValueError("`resume=True` needs `checkpoint_dir` (where to find checkpoints).")
+    if seed is not None:
+        seed = check_int(seed, name="seed", minimum=0)
+    callbacks = list(callbacks or [])  # read twice: for batch hooks, then by CallbackList
+    blocks = plan_blocks(time, k1, k2)
+    limit, split_batches = check_steps_per_execution(
+        steps_per_execution, blocks=blocks, strategy=strategy, callbacks=callbacks,
+        parts=parts, batch=batch_size,
+    )  # fmt: skip
+    if optimizer is not None and not isinstance(optimizer, keras.optimizers.Optimizer):
+        raise TypeError(f"`optimizer` must be a Keras optimizer. Received: {describe(optimizer)}")
+    stateful = any(layer.stateful for layer in parts.recurrent)
+    if stateful:
+        _check_stateful(model, rows, batch_size, shuffle, strategy)
+    check_strategy(strategy, model, batch_size, name="batch_size")
+    if rows < batch_size and strategy is not None:
+        raise ValueError(
+            f"x has {rows} sequences, fewer than one global batch of {batch_size}: under a "
+            "strategy a partial batch cannot be split over replicas."
+        )
+    return FitArgs(
+        model=model,
+        parts=parts,
+        x=x,
+        y=y,
+        w=w,
+        weighted=sample_weight is not None,
+        k1=k1,
+        k2=k2,
+        blocks=blocks,
+        normaliser=Normaliser(loss, reduction, int(y.shape[-1]) if y.ndim == 3 else 1, time),
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        clipnorm=clipnorm,
+        loss=loss,
+        reduction=reduction,
+        validation=_check_validation(validation_data, parts, loss),
+        callbacks=callbacks,
+        shuffle=bool(shuffle),
+        seed=seed,
+        checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir),
+        checkpoint_every=checkpoint_every,
+        resume=bool(resume),
+        strategy=strategy,
+        fast=bool(fast),
+        recompute=recompute,
+        limit=limit,
+        split_batches=split_batches,
+        stateful=stateful,
+        verbose=verbose,
+    )
+
+
+def _check_stateful(model, rows: int, batch_size: int, shuffle, strategy) -> None:
+    model_batch = model.inputs[0].shape[0]
+    if batch_size != model_batch:
+        raise ValueError(
+            f"`batch_size`={batch_size} must equal the stateful model's fixed batch size "
+            f"{model_batch}: row i of each batch continues row i of the previous one."
+        )
+    if rows % batch_size:
+        raise ValueError(
+            f"A stateful model needs whole batches: x.shape[0]={rows} is not a multiple of "
+            f"batch_size={batch_size} (use `stream_batches` to lay out a series)."
+        )
+    if shuffle:
+        raise ValueError(
+            "`shuffle=True` would break the row continuity a stateful model relies on; "
+            "pass `shuffle=False`."
+        )
+    if strategy is not None:
+        raise ValueError("Stateful models are not supported with `strategy=` yet.")
+
+
+def _check_validation(validation_data, parts: Parts, loss: str) -> Validation | None:
+    if validation_data is None:
+        return None
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+        raise TypeError(
+            "`validation_data` must be a pair (x_val, y_val) or a triple (x_val, y_val, "
+            f"w_val). Received: {describe(validation_data)}"
+        )
+    x_val, y_val = check_xy(
+        parts, *validation_data[:2], loss, x_name="validation_data[0]", y_name="validation_data[1]"
+    )
+    w_val = check_weights(
+        validation_data[2] if len(validation_data) == 3 else None,
+        x_val.shape[:2],
+        name="validation_data[2]",
+    )
+    return Validation(x_val, y_val, w_val)

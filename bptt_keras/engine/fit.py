@@ -1,0 +1,479 @@
+"""`fit` and `evaluate`: the training loop, read top to bottom.
+
+`fit` only orchestrates (as Keras' `fit` does): the arguments are checked into a `FitArgs`
+(`arguments`), each epoch is planned (`epochs`), its updates run many per compiled call
+(`multi_step` around `step`), callbacks see batches and epochs, and `resume` saves and
+restores the run. Separation of concerns:
+
+- `arguments`: every check, before anything is traced.
+- `epochs`: the order of rows and updates, and which updates share a call.
+- `step` / `multi_step`: the compiled block step, and many of them in one call.
+- `resume`: training position, checkpoints, Ctrl-C.
+- here: the loop over epochs and calls, callbacks, validation, the reported losses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+import weakref
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from bptt_keras.engine.arguments import FitArgs, Validation, check_fit
+from bptt_keras.engine.epochs import EpochPlan, block_shape, next_call, plan_epoch
+from bptt_keras.engine.resume import (
+    Checkpointer,
+    Interrupt,
+    Progress,
+    TrainingState,
+    fingerprint,
+)
+from bptt_keras.engine.step import Engine, block_spec
+from bptt_keras.losses import Normaliser
+
+
+def fit(
+    model: keras.Model,
+    x,
+    y,
+    *,
+    epochs: int = 1,
+    batch_size: int = 32,
+    k1: int | None = None,
+    k2: int | None = None,
+    optimizer: keras.optimizers.Optimizer | None = None,
+    clipnorm: float | None = None,
+    loss: str = "mse",
+    reduction: str = "mean",
+    validation_data: tuple | None = None,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+    shuffle: bool = True,
+    seed: int | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    strategy: tf.distribute.Strategy | None = None,
+    fast: bool = True,
+    recompute: int | None = None,
+    sample_weight=None,
+    steps_per_execution: int | None = None,
+    verbose: int = 1,
+) -> keras.callbacks.History:
+    """Trains `model` with full or truncated BPTT in a custom `GradientTape` loop.
+
+    Each batch of independent sequences starts from a zero state. Full BPTT makes one update
+    per batch; TBPTT(k1, k2) makes one update per block of `k1` steps, carrying the state from
+    block to block (see `bptt_keras.truncation`). A *stateful* model (built with
+    `stateful=True, batch_size=B`) instead carries the state from batch to batch, as for the
+    streams layout of `stream_batches` (then `shuffle` must be False and `batch_size` must be
+    the model's `B`); the state is reset at every epoch start.
+
+    Args:
+        model: a `build_model` model (built inside `strategy.scope()` if `strategy`).
+        x: `(n, time, input_dim)` inputs.
+        y: targets aligned with `x` (see `bptt_gradients`).
+        epochs: passes over the data.
+        batch_size: global batch size (split over replicas under a strategy).
+        k1, k2: truncation; None for full BPTT. `1 <= k1 <= k2 <= time`.
+        optimizer: a Keras optimizer; default `Adam(learning_rate=1e-3)`, freshly
+            initialised for every call.
+        clipnorm: clip the global gradient norm to this value (Pascanu et al. 2013).
+        loss, reduction: see `bptt_gradients`.
+        validation_data: optional `(x_val, y_val)` or `(x_val, y_val, w_val)`, scored with
+            full forward passes (weighted by `w_val` like `sample_weight`).
+        callbacks: Keras callbacks (`EarlyStopping`, `CSVLogger`, `TerminateOnNaN`,
+            `ModelCheckpoint`, `TensorBoard`, ...); their hooks receive `logs`.
+        shuffle: reshuffle sequences every epoch (order from `seed` and the epoch number, so
+            a resumed run sees the same order).
+        seed: seed of the shuffling; drawn at random (and checkpointed) if None.
+        checkpoint_dir: directory for crash-safe checkpoints (weights, optimizer state,
+            position, history, seed); written at every epoch end and every
+            `checkpoint_every` batches.
+        checkpoint_every: batches between checkpoints (None: epoch ends only).
+        resume: continue from the newest checkpoint in `checkpoint_dir` if there is one.
+        strategy: a `tf.distribute.Strategy` (e.g. `MirroredStrategy`); default: the
+            strategy whose scope the model was built in (`model.distribute_strategy`), if
+            any, as in Keras' `fit`.
+        fast: hand-derived backward pass where available (see `bptt_gradients`).
+        recompute: memory-efficient full BPTT with this segment length (see
+            `bptt_gradients`).
+        sample_weight: optional `(n, time)` per-step loss weights (see `bptt_gradients`):
+            e.g. a mask that scores only the last step. Reported losses are weighted means.
+        steps_per_execution: optimizer updates per compiled call (as Keras' `compile`
+            option; an update is one block of the truncation plan, so for full BPTT one
+            batch): the updates of one call are gathered from the data, trained and
+            reported inside the graph, with one host synchronisation per call instead of
+            per update. A TBPTT epoch over long rows is thousands of tiny updates whose
+            cost would otherwise be dispatch (benchmarks/RESULTS.md). A call runs updates
+            of one block shape (XLA needs static shapes): the first blocks of TBPTT(k1, k2)
+            and a last shorter block start calls of their own. None (default): about
+            2^29 multiply-adds' worth of updates per call (from the layers' shapes, so the
+            same on every machine), at least 16 batches' and at most 1024 updates (no
+            `strategy`); one batch per call when a callback implements batch hooks,
+            which then run after every batch as usual; 1 for one call per update. With
+            more, batch hooks run after the call, in order, each with its batch's logs.
+            Checkpoints (`checkpoint_every`), Ctrl-C and a callback's stop request act at
+            batch boundaries: calls are cut where a checkpoint is due, and after a request
+            a call stops at the end of its batch.
+            The updates are those of one call per update: bit for bit for whole batches,
+            to float rounding for a last partial batch (padded in the graph with weight-0
+            rows, so that every batch shares one compiled function). The data are held as
+            one tensor for the run (a copy of `x`, `y`).
+        verbose: 0 silent, 1 progress bar, 2 one line per epoch.
+
+    Returns:
+        A `keras.callbacks.History`: `history.history["loss"]`, `["grad_norm"]` (mean global
+        gradient norm before clipping), `["val_loss"]`. If a loss or gradient turns NaN/inf,
+        training stops with a warning naming the epoch and step, the weights stay those of
+        the last finite update, and `history.nonfinite` holds `{"epoch", "step"}`.
+        `history.trace_count` is how often this run traced the training step (0 when `fit`
+        runs again on the same model with the same optimizer, settings and shapes: the
+        compiled step is reused), and `history.compiled_calls` how many compiled training
+        calls were made.
+
+    Raises:
+        ValueError / TypeError: bad arguments, before any TensorFlow tracing.
+        KeyboardInterrupt: after Ctrl-C, once a checkpoint of the last complete batch is
+            written (when `checkpoint_dir` is set).
+        CheckpointError: `resume=True` with a corrupt checkpoint or one from another setup.
+
+    Example:
+
+    >>> history = fit(model, x, y, epochs=10, k1=20, k2=40, clipnorm=1.0)
+    >>> bptt_keras.plot_loss_curves(history)
+    """
+    # ---- set-up: checks, optimizer, compiled engine, resume, callbacks -------------------
+    args = check_fit(
+        model, x, y, epochs=epochs, batch_size=batch_size, k1=k1, k2=k2, optimizer=optimizer,
+        clipnorm=clipnorm, loss=loss, reduction=reduction, validation_data=validation_data,
+        callbacks=callbacks, shuffle=shuffle, seed=seed, checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every, resume=resume, strategy=strategy, fast=fast,
+        recompute=recompute, sample_weight=sample_weight,
+        steps_per_execution=steps_per_execution, verbose=verbose,
+    )  # fmt: skip
+    optimizer = _optimizer(args)
+    # Callbacks (TensorBoard, ReduceLROnPlateau, ...) find the optimizer where Keras' own
+    # fit puts it.
+    model.optimizer = optimizer
+    engine = _engine(args, optimizer)
+    traces_before = engine.trace_count()
+    checkpointer = Checkpointer(
+        args.checkpoint_dir, model, optimizer, fingerprint(args),
+        args.parts.sizes if args.stateful else None,
+    )  # fmt: skip
+    state = checkpointer.restore() if args.resume else None
+    if state is None:
+        state = TrainingState(seed=_draw_seed() if args.seed is None else args.seed)
+    history = keras.callbacks.History()
+    callback_list = keras.callbacks.CallbackList(
+        [*args.callbacks, history], add_progbar=args.verbose != 0, model=model,
+        verbose=args.verbose, epochs=args.epochs, steps=args.batches_per_epoch,
+    )  # fmt: skip
+    model.stop_training = False
+    history.nonfinite, history.compiled_calls = None, 0
+    callback_list.on_train_begin()
+    history.history = {k: list(v) for k, v in state.history.items()}
+    history.epoch = list(range(state.epoch))
+    loop = _Loop(args, engine, callback_list, history, checkpointer, state)
+
+    # ---- the loop over epochs ---------------------------------------------------------------
+    with Interrupt() as loop.interrupt:
+        for epoch in range(state.epoch, args.epochs):
+            callback_list.on_epoch_begin(epoch)
+            if not loop.train_epoch(epoch):
+                break  # a non-finite update: stopped with the last finite weights
+            logs = state.progress.logs(args.normaliser)
+            if args.validation is not None:
+                logs["val_loss"] = _evaluate(
+                    engine, args.validation, args.batch_size, args.normaliser, args.stateful
+                )
+            callback_list.on_epoch_end(epoch, logs)
+            loop.logs = logs
+            state.epoch, state.step = epoch + 1, 0
+            checkpointer.save(state, history.history)
+            if loop.interrupt.requested:
+                loop.stop_interrupted(epoch, args.batches_per_epoch - 1)
+            if model.stop_training:
+                break
+    history.trace_count = engine.trace_count() - traces_before
+    callback_list.on_train_end(loop.logs)
+    return history
+
+
+class _Loop:
+    """One `fit` run's epochs: calls of many updates, callbacks per batch, checkpoints and
+    interrupts at batch boundaries, the running sums of the reported loss."""
+
+    def __init__(self, args: FitArgs, engine: Engine, callbacks, history, checkpointer, state):
+        self.args, self.engine, self.callbacks = args, engine, callbacks
+        self.history, self.checkpointer, self.state = history, checkpointer, state
+        self.interrupt: Interrupt | None = None
+        self.logs: dict = {}
+        self.zeros = engine.zero_states(args.batch_size)
+        self._batch = {}  # under a strategy: the current batch, split over the replicas
+        if args.strategy is None:
+            # The whole data as tensors, once per run: every call gathers its blocks'
+            # windows from them by index (`multi_step.train_updates`).
+            self.data = [tf.convert_to_tensor(a) for a in (args.x, args.y, args.w)]
+            self.table = tf.constant(
+                [[b.start, b.loss_start, b.next_start - b.start] for b in args.blocks], tf.int32
+            )
+
+    def train_epoch(self, epoch: int) -> bool:
+        """Trains the epoch's remaining batches; False after a non-finite update."""
+        args, state = self.args, self.state
+        per_batch, first_batch = len(args.blocks), state.step
+        if first_batch == 0:  # a fresh epoch (a resumed mid-epoch run keeps its sums)
+            state.progress = Progress()
+        # A stateful model starts every epoch from zero states, except when resuming
+        # mid-epoch, where it continues from the checkpointed ones.
+        if first_batch == 0 or state.states is None:
+            state.states = self.zeros if args.stateful else None
+        plan = plan_epoch(
+            rows=args.rows, batches=args.batches_per_epoch, batch=args.batch_size,
+            blocks=args.blocks, normaliser=args.normaliser,
+            weights=args.w if args.weighted else None, seed=state.seed, epoch=epoch,
+            shuffle=args.shuffle,
+        )  # fmt: skip
+        self._batch.clear()
+        if args.strategy is None:  # the epoch's order and denominators, once per epoch
+            self.epoch_tensors = (
+                tf.constant(plan.padded, tf.int32),
+                tf.constant(plan.denominators, tf.float32),
+            )
+        update, end = first_batch * per_batch, args.batches_per_epoch * per_batch
+        states = state.states if args.stateful else self.zeros
+        while update < end:
+            if update % per_batch == 0:
+                self.callbacks.on_train_batch_begin(update // per_batch)
+            count = next_call(
+                update, blocks=args.blocks, end=end, limit=args.limit,
+                cut_before=self._cut_before(update // per_batch),
+            )  # fmt: skip
+            stats, captured, finals = self._call(update, count, states, plan)
+            if not self._report(epoch, update, stats, plan):
+                return False
+            update += len(stats)
+            if update % per_batch:
+                states = captured  # mid-batch: the next call continues this batch
+                continue
+            # A batch boundary: the next batch starts from zero states, or a stateful
+            # model's final ones; checkpoints, Ctrl-C and stop requests act here.
+            state.states = finals if args.stateful else None
+            states = finals if args.stateful else self.zeros
+            state.epoch, state.step = epoch, update // per_batch
+            if state.step < args.batches_per_epoch:  # the epoch's end checkpoints itself
+                due = args.checkpoint_every and state.batches_done % args.checkpoint_every == 0
+                if self.interrupt.requested or due:
+                    self.checkpointer.save(state, self.history.history)
+                if self.interrupt.requested:
+                    self.stop_interrupted(epoch, state.step - 1)
+            if args.model.stop_training:
+                break
+        return True
+
+    def _cut_before(self, current: int):
+        """Batch boundaries where the host must act: after every batch for batch hooks or
+        once Ctrl-C or a stop request arrived, and where a checkpoint is due."""
+        args, done = self.args, self.state.batches_done
+
+        def cut(batch: int) -> bool:
+            if args.split_batches or self.interrupt.requested or args.model.stop_training:
+                return True
+            every = args.checkpoint_dir is not None and args.checkpoint_every
+            return bool(every) and (done + batch - current) % args.checkpoint_every == 0
+
+        return cut
+
+    def _call(self, first: int, count: int, states, plan: EpochPlan):
+        """Trains updates `first ... first + count - 1` in one compiled call; returns their
+        stats `(loss sum, grad norm, finite)` up to the first non-finite one, and the
+        captured and final states of the last update run."""
+        args, engine = self.args, self.engine
+        self.history.compiled_calls += 1
+        if args.strategy is None:
+            order, denominators = self.epoch_tensors
+            stats, done, captured, finals = engine.train_updates_fn(
+                *self.data, order, self.table, denominators, states,
+                tf.constant(first, tf.int32), tf.constant(count, tf.int32),
+                batch=args.batch_size, limit=args.limit, rows=args.rows,
+                shape=block_shape(args.blocks[first % len(args.blocks)]),
+            )  # fmt: skip
+            return stats.numpy()[: int(done)], captured, finals  # the one host sync
+        # Under a strategy: one update per call, the batch split over the replicas.
+        number, index = divmod(first, len(args.blocks))
+        if self._batch.get("number") != number:
+            rows = plan.padded[number * args.batch_size : (number + 1) * args.batch_size]
+            tensors = [engine.distribute(a[rows]) for a in (args.x, args.y, args.w)]
+            self._batch.update(number=number, tensors=tensors)
+        spec = block_spec(args.blocks[index], float(plan.denominators[first]))
+        stats, finals, captured = engine.train_fn(*self._batch["tensors"], states, spec)
+        return stats.numpy()[None], captured, finals
+
+    def _report(self, epoch: int, first: int, stats, plan: EpochPlan) -> bool:
+        """Adds a call's updates to the running sums, in order, and runs the batch hooks;
+        False (with a warning) at a non-finite update."""
+        per_batch, state = len(self.args.blocks), self.state
+        for offset, (total, grad_norm, finite) in enumerate(stats.tolist()):
+            number, index = divmod(first + offset, per_batch)
+            if index == 0 and offset:
+                self.callbacks.on_train_batch_begin(number)
+            if not finite:
+                block = self.args.blocks[index]
+                self.history.nonfinite = {"epoch": epoch + 1, "step": number + 1}
+                warnings.warn(
+                    f"Non-finite loss or gradient at epoch {epoch + 1}, step {number + 1} "
+                    f"(block {block.loss_start}-{block.end}): training stopped; the model "
+                    "keeps the weights of the last finite update.",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+                return False
+            state.progress.add(total, float(plan.counts[first + offset]), grad_norm)
+            if index == per_batch - 1:
+                state.batches_done += 1
+                progress = state.progress
+                self.logs = {"loss": self.args.normaliser.report(progress.loss_sum, progress.count)}
+                self.callbacks.on_train_batch_end(number, self.logs)
+        return True
+
+    def stop_interrupted(self, epoch: int, step: int):
+        self.callbacks.on_train_end(self.logs)
+        directory = self.args.checkpoint_dir
+        where = f" Checkpoint written to {str(directory)!r}." if directory else ""
+        raise KeyboardInterrupt(
+            f"Training interrupted at epoch {epoch + 1}, step {step + 1}.{where}"
+        )
+
+
+def evaluate(
+    model: keras.Model,
+    x,
+    y,
+    *,
+    batch_size: int = 32,
+    loss: str = "mse",
+    reduction: str = "mean",
+    sample_weight=None,
+    fast: bool = True,
+) -> float:
+    """The loss `L` of `model` on `(x, y)` with full forward passes (no update).
+
+    The same loss definition as `fit`'s reported and validation losses (see
+    `bptt_keras.losses`): the (weighted) per-element mean, times `T` for "sum_over_time".
+    A stateful model carries its state from batch to batch from zero states.
+
+    Args:
+        model: a `build_model` model.
+        x: `(n, time, input_dim)` inputs.
+        y: targets aligned with `x` (see `bptt_gradients`).
+        batch_size: rows per forward pass (a stateful model's own batch size).
+        loss, reduction: see `bptt_gradients`.
+        sample_weight: optional `(n, time)` per-step weights.
+        fast: the fast forward pass where available.
+
+    Returns:
+        The loss, a float.
+
+    Example:
+
+    >>> val_loss = evaluate(model, x_val, y_val)
+    """
+    from bptt_keras._validation import check_int
+    from bptt_keras.engine.arguments import check_run, check_weights
+    from bptt_keras.engine.gradients import engine_for
+
+    parts, x, y, *_ = check_run(model, x, y, loss, reduction, None, None, None)
+    batch_size = check_int(batch_size, name="batch_size")
+    w = check_weights(sample_weight, x.shape[:2])
+    stateful = any(layer.stateful for layer in parts.recurrent)
+    normaliser = Normaliser(loss, reduction, int(y.shape[-1]) if y.ndim == 3 else 1, x.shape[1])
+    engine = engine_for(model, loss=loss, strategy=None, fast=bool(fast), recompute=None)
+    return _evaluate(engine, Validation(x, y, w), batch_size, normaliser, stateful)
+
+
+def _evaluate(engine, data: Validation, batch_size, normaliser: Normaliser, stateful) -> float:
+    """The reported loss over `data` with full forward passes, batch by batch."""
+    rows, step = data.x.shape[0], batch_size
+    total, count = 0.0, 0.0
+    states = engine.parts.zero_states(batch_size) if stateful else None
+    if engine.replicas > 1:
+        rows -= rows % engine.replicas
+        step -= step % engine.replicas
+    for i in range(0, rows, step):
+        part = slice(i, min(i + step, rows))
+        size = part.stop - part.start
+        if (engine.replicas > 1 and size % engine.replicas) or (stateful and size != batch_size):
+            break
+        start = states if stateful else engine.zero_states(size)
+        batch_total, finals = engine.eval_fn(
+            *(engine.distribute(a[part]) for a in (data.x, data.y, data.w)), start
+        )
+        states = finals if stateful else None
+        total += float(batch_total)
+        count += normaliser.count(data.w[part])
+    return normaliser.report(total, count)
+
+
+# ---- the optimizer and the compiled engine, reused across `fit` calls ----------------------
+
+_ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_DEFAULT_OPTIMIZERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_ENGINES_KEPT = 4  # per model: enough for a few optimizers or settings, bounded
+
+
+def _engine(args: FitArgs, optimizer) -> Engine:
+    """The compiled engine for `fit`, reused across `fit` calls on the same model.
+
+    A compiled step holds the model's and the optimizer's variables and the loss settings,
+    so it is keyed on exactly those: another `fit` on the same model with the same optimizer
+    object and settings traces and compiles nothing again. (The engine keeps its optimizer
+    and strategy alive, so their `id`s cannot be reused while it is cached.)
+    """
+    settings = {
+        "loss": args.loss,
+        "clipnorm": args.clipnorm,
+        "fast": args.fast,
+        "recompute": args.recompute,
+    }
+    key = (id(optimizer), id(args.strategy), *sorted(settings.items()))
+    engines = _ENGINES.setdefault(args.model, {})
+    if key not in engines:
+        engines[key] = Engine(args.model, optimizer=optimizer, strategy=args.strategy, **settings)
+        while len(engines) > _ENGINES_KEPT:
+            engines.pop(next(iter(engines)))
+    return engines[key]
+
+
+def _optimizer(args: FitArgs):
+    """The given optimizer, built; or the default `Adam(learning_rate=1e-3)` in its initial
+    state, the same object for every `fit` call on this model (and strategy), so that its
+    compiled step is reused: its variables are reset to their freshly built values instead
+    of building a new optimizer."""
+    model, strategy = args.model, args.strategy
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    if args.optimizer is not None:
+        with scope:
+            if not args.optimizer.built:
+                args.optimizer.build(model.trainable_variables)
+        return args.optimizer
+    kept = _DEFAULT_OPTIMIZERS.get(model)
+    if kept is not None and kept[0] is strategy:
+        _, optimizer, initial = kept
+        for variable, value in zip(optimizer.variables, initial, strict=True):
+            variable.assign(value)
+        return optimizer
+    with scope:
+        optimizer = keras.optimizers.Adam(learning_rate=1e-3)
+        optimizer.build(model.trainable_variables)
+    initial = [np.array(v.numpy()) for v in optimizer.variables]
+    _DEFAULT_OPTIMIZERS[model] = (strategy, optimizer, initial)
+    return optimizer
+
+
+def _draw_seed() -> int:
+    return int(np.random.SeedSequence().entropy % (2**31))

@@ -1,0 +1,247 @@
+"""The compiled block step: one block's loss, its BPTT gradient, and one optimizer update.
+
+`Engine` holds, for one model, optimizer, strategy and loss, the compiled functions that
+`fit`, `evaluate` and `bptt_gradients` call: `grad_fn` (a block's loss sum and gradient),
+`train_fn` (the same plus clipping and the update), `eval_fn` (a forward pass's loss sum)
+and `train_updates_fn` (many updates in one call, `bptt_keras.engine.multi_step`). A block
+is described by a `BlockSpec`; positions are tensors, so one trace serves every block of a
+shape, and lengths are Python ints, static as XLA needs them.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import tensorflow as tf
+
+from bptt_keras.engine import multi_step
+from bptt_keras.losses import elements
+from bptt_keras.truncation import Block, cut_state
+from bptt_keras.unroll import Parts, forward
+
+
+def value_and_grad(fn, sources):
+    """Evaluates `fn() -> (value, aux)` and the gradient of `value` w.r.t. `sources`.
+
+    This is the package's only `tf.GradientTape`: the engine, the diagnostics and the tests
+    all differentiate through it.
+
+    Args:
+        fn: a function of no arguments returning `(scalar value, auxiliary outputs)`.
+        sources: variables and/or tensors (tensors are watched explicitly).
+
+    Returns:
+        `(value, aux, grads)`, `grads` aligned with `sources` (zeros where unconnected).
+    """
+    with tf.GradientTape() as tape:
+        tape.watch([s for s in sources if isinstance(s, tf.Tensor)])
+        value, aux = fn()
+    grads = tape.gradient(value, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return value, aux, grads
+
+
+class BlockSpec(NamedTuple):
+    """One block as the compiled step sees it (see `bptt_keras.truncation.Block`).
+
+    Attributes:
+        start: int32 scalar, first step of the forward pass (where the state is cut).
+        loss_start: int32 scalar, first scored step.
+        capture: int32 scalar, steps into the block whose state is handed on to the next.
+        denominator: float32 scalar, the `N` that divides this block's loss sum
+            (`bptt_keras.losses.Normaliser`).
+        length: forward steps (a Python int: a static shape).
+        loss_length: scored steps (a Python int).
+    """
+
+    start: tf.Tensor
+    loss_start: tf.Tensor
+    capture: tf.Tensor
+    denominator: tf.Tensor
+    length: int
+    loss_length: int
+
+
+def block_spec(block: Block, denominator: float) -> BlockSpec:
+    """The `BlockSpec` of a planned block and its loss denominator."""
+    return BlockSpec(
+        *(
+            tf.constant(v, tf.int32)
+            for v in (block.start, block.loss_start, block.next_start - block.start)
+        ),
+        tf.constant(denominator, tf.float32),
+        block.end - block.start,
+        block.end - block.loss_start,
+    )
+
+
+def window(tensor, begin, size: int):
+    """`tensor[:, begin : begin + size]` with a static `size` (XLA needs static shapes).
+
+    A gather, not a slice: under XLA a slice's start is a compile-time constant, so a start
+    passed in as an argument would compile the step once per block position.
+    """
+    if isinstance(begin, int) and begin == 0 and tensor.shape[1] == size:
+        return tensor
+    return tf.gather(tensor, begin + tf.range(size), axis=1)
+
+
+class Engine:
+    """Compiled block steps for one model (and optimizer, strategy, loss) — see `fit`.
+
+    Args:
+        model: a `build_model`-style model.
+        loss: one of `bptt_keras.losses.LOSSES`.
+        strategy: a `tf.distribute.Strategy` or None.
+        optimizer: the optimizer `train_fn` applies (None: gradients only).
+        clipnorm: global-norm clipping threshold or None.
+        fast: the hand-derived backward pass where it exists, and XLA for training.
+        recompute: segment length of full BPTT with recomputation, or None.
+    """
+
+    def __init__(
+        self, model, *, loss, strategy=None, optimizer=None, clipnorm=None, fast=True,
+        recompute=None,
+    ):  # fmt: skip
+        self.parts = Parts(model)
+        self.stateful = any(layer.stateful for layer in self.parts.recurrent)
+        self.fast, self.recompute, self.loss = fast, recompute, loss
+        self.distributed = strategy is not None
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.replicas = self.strategy.num_replicas_in_sync
+        self.variables = model.trainable_variables
+        self.optimizer, self.clipnorm = optimizer, clipnorm
+        # The fast training step is also compiled with XLA, which fuses each time step's few
+        # ops and removes their dispatch cost; a compilation costs a second or two, repaid
+        # over an epoch's updates but not by a single gradient evaluation, so `grad_fn` and
+        # `eval_fn` stay uncompiled. XLA compiles once per static shape: block lengths are
+        # static (a plan has a handful), positions are tensors used only by gathers.
+        jit = bool(fast) and not self.distributed
+        self.grad_fn = tf.function(self._grad_step, reduce_retracing=True)
+        self.train_fn = tf.function(self.train_step, reduce_retracing=True, jit_compile=jit)
+        self.train_updates_fn = tf.function(
+            self._train_updates, reduce_retracing=True, jit_compile=jit
+        )
+        self.eval_fn = tf.function(self._eval_step, reduce_retracing=True)
+
+    def trace_count(self) -> int:
+        """How often the training functions have been traced (for tests and diagnosis)."""
+        return (
+            self.train_fn.experimental_get_tracing_count()
+            + self.train_updates_fn.experimental_get_tracing_count()
+        )
+
+    # -- data placement ---------------------------------------------------------------
+    def distribute(self, array: np.ndarray):
+        """Splits a global batch along rows, one equal share per replica."""
+        if not self.distributed:
+            return tf.convert_to_tensor(array)
+        share = array.shape[0] // self.replicas
+
+        def part(context):
+            i = context.replica_id_in_sync_group
+            return tf.convert_to_tensor(array[i * share : (i + 1) * share])
+
+        return self.strategy.experimental_distribute_values_from_function(part)
+
+    def zero_states(self, batch: int):
+        """Zero states for a global batch, split over the replicas under a strategy."""
+        if not self.distributed:
+            return self.parts.zero_states(batch)
+        share = batch // self.replicas
+        return self.strategy.experimental_distribute_values_from_function(
+            lambda context: self.parts.zero_states(share)
+        )
+
+    def _first(self, value):
+        return self.strategy.experimental_local_results(value)[0]
+
+    # -- compiled steps ---------------------------------------------------------------
+    def _replica_block(self, x, y, w, states, spec: BlockSpec):
+        """Loss sum and gradients of one block on one replica, summed over replicas."""
+        dtype = self.parts.dtype
+
+        def loss_fn():
+            yhat, finals, captured = forward(
+                self.parts,
+                tf.cast(window(x, spec.start, spec.length), dtype),
+                cut_state(states),
+                capture_at=spec.capture,
+                training=True,
+                fast=self.fast,
+                recompute=self.recompute,
+            )
+            per_element = elements(
+                self.loss,
+                window(y, spec.loss_start, spec.loss_length),
+                window(yhat, spec.loss_start - spec.start, spec.loss_length),
+            )
+            weights = tf.cast(window(w, spec.loss_start, spec.loss_length), dtype)[..., None]
+            total = tf.reduce_sum(per_element * weights)
+            return total / tf.cast(spec.denominator, dtype), (total, finals, captured)
+
+        _, (total, finals, captured), grads = value_and_grad(loss_fn, self.variables)
+        context = tf.distribute.get_replica_context()
+        grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        total = context.all_reduce(tf.distribute.ReduceOp.SUM, total)
+        return total, grads, finals, captured
+
+    def _grad_step(self, x, y, w, states, spec: BlockSpec):
+        total, grads, _, captured = self.strategy.run(
+            self._replica_block, args=(x, y, w, states, spec)
+        )
+        return self._first(total), [self._first(g) for g in grads], captured
+
+    def train_step(self, x, y, w, states, spec: BlockSpec):
+        """One block's update; returns `(stats [loss sum, grad norm, finite], final states,
+        captured states)`."""
+
+        def replica(x, y, w, states):
+            total, grads, finals, captured = self._replica_block(x, y, w, states, spec)
+            grad_norm = tf.linalg.global_norm(grads)
+            finite = tf.math.is_finite(grad_norm) & tf.math.is_finite(total)
+            if self.clipnorm is not None:
+                # Pascanu, Mikolov & Bengio 2013: rescale the whole gradient when its global
+                # norm exceeds the threshold, keeping its direction.
+                grads, _ = tf.clip_by_global_norm(grads, self.clipnorm, use_norm=grad_norm)
+            # The optimizer sums gradients over replicas once more; these are already the
+            # global sum, so each replica hands in its 1/replicas share.
+            grads = [g / self.replicas for g in grads]
+            return total, grad_norm, finite, grads, finals, captured
+
+        total, grad_norm, finite, grads, finals, captured = self.strategy.run(
+            replica, args=(x, y, w, states)
+        )
+        finite = self._first(finite)
+
+        def apply():
+            self.strategy.run(
+                lambda g: self.optimizer.apply_gradients(zip(g, self.variables, strict=True)),
+                args=(grads,),
+            )
+            return tf.constant(True)
+
+        # The update is skipped, not undone, when the loss or gradient is not finite: the
+        # weights and optimizer state stay those of the last finite step. The cond sits in
+        # cross-replica context because apply_gradients merges across replicas.
+        tf.cond(finite, apply, lambda: tf.constant(False))
+        total, grad_norm = self._first(total), self._first(grad_norm)
+        stats = tf.stack([tf.cast(v, tf.float64) for v in (total, grad_norm, finite)])
+        return stats, finals, captured
+
+    def _train_updates(self, *args, **kwargs):
+        # A named method (not a partial), so that traces and XLA dumps say what they are.
+        return multi_step.train_updates(self, *args, **kwargs)
+
+    def _eval_step(self, x, y, w, states):
+        def replica(x, y, w, states):
+            yhat, finals, _ = forward(
+                self.parts, tf.cast(x, self.parts.dtype), states, fast=self.fast
+            )
+            weights = tf.cast(w, yhat.dtype)[..., None]
+            total = tf.reduce_sum(elements(self.loss, y, yhat) * weights)
+            context = tf.distribute.get_replica_context()
+            return context.all_reduce(tf.distribute.ReduceOp.SUM, total), finals
+
+        total, finals = self.strategy.run(replica, args=(x, y, w, states))
+        return self._first(total), finals

@@ -1,0 +1,69 @@
+"""Pieces both fast paths share: layout, weights read under the tape, and the ONE backward
+step of each cell's BPTT recurrence.
+
+The stored-activation path (`stored`) and the recompute path (`recompute`) differ only in
+where a step's slopes come from (kept from the forward pass, or rebuilt from the stored
+outputs); the recurrence that turns dL/dh into the pre-activation gradient is the same
+function for both (`simple_rnn_back_step`, `lstm_back_step`).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+ACTIVATIONS = {"tanh": tf.tanh, "relu": tf.nn.relu}
+
+
+def time_major(x):
+    return tf.transpose(x, [1, 0, 2])
+
+
+def captured_state(seq, h0, capture_at):
+    """The state after `capture_at` steps: `h0` if 0, else `seq[capture_at - 1]` (time-major)."""
+    index = tf.maximum(capture_at - 1, 0)
+    return tf.where(capture_at > 0, tf.gather(seq, index), h0)
+
+
+def read_weights(cell):
+    # Tensors read from the variables under the caller's tape, so gradients reach them.
+    return [tf.convert_to_tensor(v) for v in (cell.kernel, cell.recurrent_kernel, cell.bias)]
+
+
+def zeros_for_none(grads, like):
+    return [tf.zeros_like(t) if g is None else g for g, t in zip(grads, like, strict=True)]
+
+
+def simple_rnn_back_step(dh, slope, recurrent):
+    """One step of a SimpleRNN's backward recurrence.
+
+    Args:
+        dh: `(B, u)` total dL/dh_t: from the step's output plus what step t + 1 passed back.
+        slope: `(B, u)` f'(a_t) (from h_t: `1 - h_t^2` for tanh, `h_t > 0` for relu).
+        recurrent: `(u, u)` the recurrent kernel U.
+
+    Returns:
+        `(dL/dh_(t-1) through the recurrence (B, u), dL/da_t (B, u))`.
+    """
+    da = dh * slope
+    return tf.matmul(da, recurrent, transpose_b=True), da
+
+
+def lstm_back_step(dh, dc, to_c, f, slopes, recurrent):
+    """One step of an LSTM's backward recurrence (Keras gate order i, f, c, o).
+
+    Args:
+        dh: `(B, u)` total dL/dh_t (output gradient plus the carry from step t + 1).
+        dc: `(B, u)` dL/dc_t carried from step t + 1.
+        to_c: `(B, u)` dh_t/dc_t = o_t (1 - tanh(c_t)^2).
+        f: `(B, u)` the forget gate f_t (dc_t/dc_(t-1)).
+        slopes: `(B, 4u)` each gate's slope times what it multiplies:
+            [g i', c_(t-1) f', i g', tanh(c_t) o'] (primes: derivatives w.r.t. the
+            pre-activations z).
+        recurrent: `(u, 4u)` the recurrent kernel U.
+
+    Returns:
+        `(dL/dh_(t-1) (B, u), dL/dc_(t-1) (B, u), dL/dz_t (B, 4u))`.
+    """
+    dc = dc + dh * to_c
+    dz = tf.concat([dc, dc, dc, dh], -1) * slopes
+    return tf.matmul(dz, recurrent, transpose_b=True), dc * f, dz
