@@ -3,8 +3,9 @@
 A checkpoint is one `.npz` file holding the model weights, the optimizer variables, any
 carried recurrent state and a JSON record of where training stands (epoch, step, history,
 running sums, seed). It is written to a temporary file in the same directory, flushed to disk
-and renamed over the final name, so a crash (even SIGKILL) leaves either the previous
-checkpoint or the new one, never half of one.
+and renamed over the final name, and the directory is synced after the rename, so a crash (even
+SIGKILL or a power loss) leaves either the previous checkpoint or the new one, never half of
+one.
 """
 
 from __future__ import annotations
@@ -66,9 +67,25 @@ def save_checkpoint(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_directory(directory)
     for old in sorted(directory.glob(PATTERN))[:-keep]:
         old.unlink(missing_ok=True)
     return final
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Makes the rename itself durable: until the directory entry is on disk, a power loss
+    could leave the old name (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def latest_checkpoint(directory: str | os.PathLike) -> Path | None:

@@ -3,7 +3,7 @@
     bptt-keras train                     # default model on the shipped sunspot series
     bptt-keras train --cell lstm --epochs 100 --out runs/lstm
     bptt-keras train --csv my.csv --column value --window 48
-    bptt-keras train --k1 5 --k2 10 --clipnorm 1.0 --checkpoint-dir ck   # truncated BPTT
+    bptt-keras train --k1 5 --k2 10 --global-clipnorm 1.0 --checkpoint-dir ck   # truncated BPTT
     bptt-keras reproduce --list                          # the experiments
     bptt-keras reproduce adding --quick --out runs/adding
 
@@ -48,13 +48,15 @@ _HELP = {
     "seed": "random seed (weights, shuffling)",
     "k1": "truncated BPTT: steps per block, one update per block; omit for full BPTT",
     "k2": "truncated BPTT: steps each block back-propagates through; omit for k2 = k1",
-    "clipnorm": "clip the global gradient norm to this (Pascanu et al. 2013); omit: no clipping",
+    "global_clipnorm": (
+        "clip the global gradient norm to this (Pascanu et al. 2013); omit: no clipping"
+    ),
     "checkpoint_dir": "write crash-safe checkpoints here (every epoch); omit: none",
     "resume": "continue from the newest checkpoint in --checkpoint-dir",
 }
 
 # Option types for fields whose default (None) does not tell.
-_TYPES = {"k1": int, "k2": int, "clipnorm": float}
+_TYPES = {"k1": int, "k2": int, "global_clipnorm": float}
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):

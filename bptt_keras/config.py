@@ -37,7 +37,7 @@ class TrainConfig:
         seed: seeds weights, shuffling and every random op.
         k1: truncated BPTT block length (None: full BPTT over each window); `<= window`.
         k2: steps each block back-propagates through (default `k1`); `k1 <= k2 <= window`.
-        clipnorm: clip the global gradient norm to this value (None: no clipping).
+        global_clipnorm: clip the global gradient norm to this value (None: no clipping).
         checkpoint_dir: directory for crash-safe checkpoints (None: none).
         resume: continue from the newest checkpoint in `checkpoint_dir`.
     """
@@ -60,7 +60,7 @@ class TrainConfig:
     seed: int = 0
     k1: int | None = None
     k2: int | None = None
-    clipnorm: float | None = None
+    global_clipnorm: float | None = None
     checkpoint_dir: str | None = None
     resume: bool = False
 
@@ -87,8 +87,8 @@ class TrainConfig:
         for field in ("val_fraction", "test_fraction"):
             check_float(getattr(self, field), name=field, low=0.0, high=1.0, high_inclusive=False)
         check_truncation(self.k1, self.k2, self.window)
-        if self.clipnorm is not None:
-            check_float(self.clipnorm, name="clipnorm", low=0.0, low_inclusive=False)
+        if self.global_clipnorm is not None:
+            check_float(self.global_clipnorm, name="global_clipnorm", low=0.0, low_inclusive=False)
         if self.resume and self.checkpoint_dir is None:
             raise ValueError("`resume` needs `checkpoint_dir` (where the checkpoints are).")
         if self.val_fraction + self.test_fraction >= 1.0:

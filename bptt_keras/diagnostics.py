@@ -15,8 +15,9 @@ import tensorflow as tf
 
 from bptt_keras._validation import check_choice, describe
 from bptt_keras.engine.arguments import check_weights, check_xy
+from bptt_keras.engine.keras_options import resolve_loss
 from bptt_keras.engine.step import value_and_grad
-from bptt_keras.losses import LOSSES, REDUCTIONS, Normaliser, elements
+from bptt_keras.losses import REDUCTIONS, Normaliser, elements
 from bptt_keras.unroll import Parts, forward
 
 
@@ -41,7 +42,7 @@ def gradient_norms_through_time(
     y,
     *,
     layer: int | str | None = None,
-    loss: str = "mse",
+    loss=None,
     reduction: str = "mean",
     sample_weight=None,
 ) -> np.ndarray:
@@ -68,15 +69,14 @@ def gradient_norms_through_time(
     >>> norms = gradient_norms_through_time(model, x, y)
     >>> plot_gradient_norms({"tanh RNN": norms})
     """
-    check_choice(loss, name="loss", choices=LOSSES)
     check_choice(reduction, name="reduction", choices=REDUCTIONS)
     parts = Parts(model)
+    loss = resolve_loss(model, loss)
     x, y = check_xy(parts, x, y, loss)
     index = _layer_index(parts, layer)
     batch, steps = x.shape[:2]
     w = check_weights(sample_weight, (batch, steps))
-    features = int(y.shape[-1]) if y.ndim == 3 else 1
-    denominator = Normaliser(loss, reduction, features, steps).of_weights(w)
+    denominator = Normaliser(loss, reduction, parts.output_dim, steps).of_weights(w)
     units = parts.recurrent[index].cell.units
 
     @tf.function

@@ -21,30 +21,178 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-LOSSES = ("mse", "sparse_categorical_crossentropy")
-"""Per-step losses: squared error, or cross-entropy of integer targets against logits."""
+from bptt_keras._validation import describe
+
+LOSSES = (
+    "mse",
+    "mae",
+    "huber",
+    "sparse_categorical_crossentropy",
+    "categorical_crossentropy",
+    "binary_crossentropy",
+)
+"""Per-step losses, by the short name `StepLoss.name` uses (Keras' aliases are accepted)."""
 
 REDUCTIONS = ("mean", "sum_over_time")
 
+# Keras' canonical loss function names (`keras.losses.get(alias).__name__`) -> ours.
+_CANONICAL = {
+    "mean_squared_error": "mse",
+    "mean_absolute_error": "mae",
+    "huber": "huber",
+    "sparse_categorical_crossentropy": "sparse_categorical_crossentropy",
+    "categorical_crossentropy": "categorical_crossentropy",
+    "binary_crossentropy": "binary_crossentropy",
+}
+_CROSS_ENTROPIES = {
+    # loss -> the output activation that makes the model's outputs probabilities
+    "sparse_categorical_crossentropy": "softmax",
+    "categorical_crossentropy": "softmax",
+    "binary_crossentropy": "sigmoid",
+}
 
-def elements(loss: str, y, yhat):
+
+@dataclass(frozen=True)
+class StepLoss:
+    """A per-step loss, resolved: what `elements` computes.
+
+    Attributes:
+        name: one of `LOSSES`.
+        from_logits: cross-entropies only: the outputs are logits (else probabilities).
+        delta: Huber's threshold.
+        label_smoothing: categorical / binary cross-entropy's label smoothing.
+    """
+
+    name: str
+    from_logits: bool = True
+    delta: float = 1.0
+    label_smoothing: float = 0.0
+
+    @property
+    def key(self) -> str:
+        """A short stable text for checkpoint fingerprints ("mse", or the name and the
+        settings that differ from their defaults)."""
+        extra = []
+        if self.name in _CROSS_ENTROPIES and not self.from_logits:
+            extra.append("probabilities")
+        if self.name == "huber" and self.delta != 1.0:
+            extra.append(f"delta={self.delta:g}")
+        if self.label_smoothing:
+            extra.append(f"label_smoothing={self.label_smoothing:g}")
+        return ":".join([self.name, *extra])
+
+    @property
+    def sparse(self) -> bool:
+        """Targets are integer classes `(batch, time)`, not `(batch, time, output_dim)`."""
+        return self.name == "sparse_categorical_crossentropy"
+
+    @property
+    def per_feature(self) -> bool:
+        """One loss element per output feature (else one per step: categorical losses)."""
+        return self.name in ("mse", "mae", "huber", "binary_crossentropy")
+
+
+def output_activation(model) -> str | None:
+    """The name of the activation of the model's last layer that has one, or None."""
+    for layer in reversed(model.layers):
+        activation = getattr(layer, "activation", None)
+        if activation is not None:
+            return getattr(activation, "__name__", None)
+    return None
+
+
+def get_loss(loss, model=None) -> StepLoss:
+    """Resolves `loss` (a name, a `keras.losses.Loss` or a `StepLoss`) for `model`.
+
+    A cross-entropy given by name decides `from_logits` from the model's output activation:
+    probabilities after a softmax (sigmoid for binary cross-entropy) head, logits after any
+    other, so that a softmax head is never softmaxed twice. A `keras.losses.Loss` object
+    keeps its own `from_logits` (and `delta`, `label_smoothing`); its `reduction` is not
+    used (`reduction=` of `fit` is).
+
+    Raises:
+        ValueError / TypeError: an unknown name, an unsupported Loss class or setting.
+    """
+    if isinstance(loss, StepLoss):
+        return loss
+    supported = f"one of {LOSSES} (or Keras' aliases, or a keras.losses.Loss of those)"
+    if isinstance(loss, str):
+        try:
+            canonical = keras.losses.get(loss).__name__
+        except (ValueError, AttributeError):
+            canonical = None
+        name = _CANONICAL.get(canonical)
+        if name is None:
+            raise ValueError(f"`loss` must be {supported}. Received: {loss!r}")
+        from_logits = True
+        if name in _CROSS_ENTROPIES and model is not None:
+            from_logits = output_activation(model) != _CROSS_ENTROPIES[name]
+        return StepLoss(name, from_logits=from_logits)
+    if isinstance(loss, keras.losses.Loss):
+        name = _CANONICAL.get(getattr(getattr(loss, "fn", None), "__name__", None))
+        if name is None:
+            raise TypeError(f"`loss` must be {supported}. Received: {describe(loss)}")
+        kwargs = dict(getattr(loss, "_fn_kwargs", {}))
+        if kwargs.get("ignore_class") is not None:
+            raise ValueError(
+                "`loss` with `ignore_class` is not supported: pass a `sample_weight` that is "
+                f"0 on the ignored steps instead. Received: ignore_class={kwargs['ignore_class']}"
+            )
+        if kwargs.get("axis", -1) != -1:
+            raise ValueError(
+                f"`loss` must reduce over the last axis. Received axis={kwargs['axis']}"
+            )
+        return StepLoss(
+            name,
+            from_logits=bool(kwargs.get("from_logits", True)),
+            delta=float(kwargs.get("delta", 1.0)),
+            label_smoothing=float(kwargs.get("label_smoothing", 0.0)),
+        )
+    raise TypeError(f"`loss` must be {supported}. Received: {describe(loss)}")
+
+
+def elements(loss, y, yhat):
     """Per-element losses.
 
     Args:
-        loss: one of `LOSSES`.
-        y: targets `(batch, time, F)` for "mse", integer classes `(batch, time)` otherwise.
-        yhat: model outputs `(batch, time, output_dim)` (logits for cross-entropy).
+        loss: a `StepLoss` (or a name, resolved without a model: cross-entropies on logits).
+        y: targets `(batch, time, F)`; integer classes `(batch, time)` for sparse
+            cross-entropy; one-hot or soft `(batch, time, C)` for categorical.
+        yhat: model outputs `(batch, time, output_dim)`.
 
     Returns:
-        `(batch, time, F)`: `F = output_dim` for "mse", 1 for cross-entropy.
+        `(batch, time, F)`: `F = output_dim` for the per-feature losses (squared and absolute
+        error, Huber, binary cross-entropy), 1 for the categorical ones.
     """
-    if loss == "mse":
-        return tf.square(yhat - tf.cast(y, yhat.dtype))
-    labels = tf.cast(y, tf.int32)
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=yhat)[..., None]
+    loss = get_loss(loss)
+    if loss.name == "sparse_categorical_crossentropy":
+        labels = tf.cast(y, tf.int32)
+        if loss.from_logits:
+            return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=yhat)[
+                ..., None
+            ]
+        return keras.losses.sparse_categorical_crossentropy(labels, yhat)[..., None]
+    y = tf.cast(y, yhat.dtype)
+    if loss.name == "mse":
+        return tf.square(yhat - y)
+    if loss.name == "mae":
+        return tf.abs(yhat - y)
+    if loss.name == "huber":
+        error = tf.abs(yhat - y)
+        quadratic = tf.minimum(error, loss.delta)
+        # 0.5 e^2 inside the threshold, delta * (e - delta / 2) beyond it (Keras' `huber`).
+        return 0.5 * tf.square(quadratic) + loss.delta * (error - quadratic)
+    if loss.name == "categorical_crossentropy":
+        return keras.losses.categorical_crossentropy(
+            y, yhat, from_logits=loss.from_logits, label_smoothing=loss.label_smoothing
+        )[..., None]
+    if loss.label_smoothing:
+        y = y * (1.0 - loss.label_smoothing) + 0.5 * loss.label_smoothing
+    return keras.ops.binary_crossentropy(y, yhat, from_logits=loss.from_logits)
 
 
 @dataclass(frozen=True)
@@ -52,22 +200,23 @@ class Normaliser:
     """The denominator `N` of `L = sum(w * elements) / N`, in every place a loss is divided.
 
     Args:
-        loss: one of `LOSSES`.
+        loss: a `StepLoss` (or a name: see `get_loss`).
         reduction: one of `REDUCTIONS`.
-        features: the targets' feature count (`y.shape[-1]` for "mse").
+        features: the model's output features (`F` of the per-feature losses).
         time: the sequence length `T` (the reported "sum_over_time" loss is `T` times the
             per-element mean).
     """
 
-    loss: str
+    loss: StepLoss | str
     reduction: str
     features: int
     time: int
 
     @property
     def per_step(self) -> int:
-        """Loss elements per step, `F`: the features for squared error, 1 for cross-entropy."""
-        return self.features if self.loss == "mse" else 1
+        """Loss elements per step, `F`: the features for per-feature losses, 1 for the
+        categorical ones."""
+        return self.features if get_loss(self.loss).per_feature else 1
 
     def of_weights(self, weights: np.ndarray) -> float:
         """`N` for the scored steps of one update, given their weights `(rows, steps)`.

@@ -181,7 +181,7 @@ def train(config: TrainConfig, *, out_dir: str | os.PathLike | None = None, verb
         batch_size=config.batch_size,
         k1=config.k1,
         k2=config.k2,
-        clipnorm=config.clipnorm,
+        global_clipnorm=config.global_clipnorm,
         optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
         checkpoint_dir=config.checkpoint_dir,
         resume=config.resume,

@@ -52,7 +52,7 @@ def main():
             batch_size=8,
             k1=6,
             k2=10,
-            clipnorm=1.0,
+            global_clipnorm=1.0,
             seed=0,
             optimizer=keras.optimizers.Adam(0.01),
             checkpoint_dir=run / "ckpt",

@@ -4,8 +4,10 @@ usage:
   python distributed_worker.py mirrored OUT.npz
       two logical CPU devices, MirroredStrategy; saves single-device and mirrored gradients
       and one-step weights for full BPTT and TBPTT.
-  python distributed_worker.py multiworker OUT.npz     (with TF_CONFIG set)
-      one worker of a MultiWorkerMirroredStrategy cluster; saves the weights after training.
+  python distributed_worker.py multiworker OUT.npz CKPT_DIR     (with TF_CONFIG set)
+      one worker of a MultiWorkerMirroredStrategy cluster: trains 2 epochs with checkpoints in
+      the shared CKPT_DIR, then resumes a fresh model to 3 epochs from them; saves the weights
+      after both and how many checkpoints this worker wrote.
 """
 
 import os
@@ -40,7 +42,7 @@ def model():
     return bk.build_model("lstm", 5, input_dim=2, num_layers=2, seed=0)
 
 
-def one_step(strategy, k1, k2):
+def one_step(strategy, k1, k2, **kwargs):
     x, y = data()
     if strategy is None:
         m = model()
@@ -49,11 +51,11 @@ def one_step(strategy, k1, k2):
         with strategy.scope():
             m = model()
             opt = keras.optimizers.SGD(0.1)
+    kwargs.setdefault("epochs", 1)
     bk.fit(
         m,
         x,
         y,
-        epochs=1,
         batch_size=8,
         k1=k1,
         k2=k2,
@@ -61,6 +63,7 @@ def one_step(strategy, k1, k2):
         shuffle=False,
         verbose=0,
         strategy=strategy,
+        **kwargs,
     )
     return m.get_weights()
 
@@ -89,10 +92,25 @@ def mirrored():
 
 
 def multiworker():
+    import bptt_keras.engine.resume as resume
+
+    writes = []
+    real_save = resume.save_checkpoint
+    resume.save_checkpoint = lambda *a, **k: writes.append(real_save(*a, **k))
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     assert strategy.num_replicas_in_sync == 2
-    weights = one_step(strategy, 4, 7)
-    np.savez(OUT, *weights)
+    ckpt = sys.argv[3]
+    first = one_step(strategy, 4, 7, epochs=2, checkpoint_dir=ckpt)
+
+    @tf.function
+    def barrier():  # an all-reduce: the chief has written its last checkpoint before it
+        return strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
+
+    barrier()
+    resumed = one_step(strategy, 4, 7, epochs=3, checkpoint_dir=ckpt, resume=True)
+    out = {f"first_{i}": w for i, w in enumerate(first)}
+    out |= {f"resumed_{i}": w for i, w in enumerate(resumed)}
+    np.savez(OUT, writes=len(writes), **out)
 
 
 if __name__ == "__main__":

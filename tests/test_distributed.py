@@ -57,7 +57,13 @@ def test_multi_worker_mirrored_strategy_on_two_local_processes_matches_single_de
         )
         procs.append(
             subprocess.Popen(
-                [sys.executable, str(WORKER), "multiworker", str(tmp_path / f"w{index}.npz")],
+                [
+                    sys.executable,
+                    str(WORKER),
+                    "multiworker",
+                    str(tmp_path / f"w{index}.npz"),
+                    str(tmp_path / "ckpt"),
+                ],  # fmt: skip
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -67,23 +73,22 @@ def test_multi_worker_mirrored_strategy_on_two_local_processes_matches_single_de
     for proc in procs:
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-3000:]
-    # The single-device reference, computed here.
+    # The single-device reference, computed here: 2 epochs, then (as if resumed) 3.
     rng = np.random.default_rng(0)
     x = rng.normal(size=(8, 12, 2)).astype("float32")
     y = rng.normal(size=(8, 12, 1)).astype("float32")
-    model = bk.build_model("lstm", 5, input_dim=2, num_layers=2, seed=0)
-    bk.fit(
-        model,
-        x,
-        y,
-        batch_size=8,
-        k1=4,
-        k2=7,
-        optimizer=keras.optimizers.SGD(0.1),
-        shuffle=False,
-        verbose=0,
-    )
-    for index in range(2):
-        got = np.load(tmp_path / f"w{index}.npz")
-        for i, expected in enumerate(model.get_weights()):
-            np.testing.assert_allclose(got[f"arr_{i}"], expected, rtol=1e-5, atol=1e-7)
+    expected = {}
+    for epochs in (2, 3):
+        model = bk.build_model("lstm", 5, input_dim=2, num_layers=2, seed=0)
+        bk.fit(
+            model, x, y, batch_size=8, k1=4, k2=7, epochs=epochs,
+            optimizer=keras.optimizers.SGD(0.1), shuffle=False, verbose=0,
+        )  # fmt: skip
+        expected[epochs] = model.get_weights()
+    results = [np.load(tmp_path / f"w{index}.npz") for index in range(2)]
+    # Only the chief (worker 0) writes checkpoints: one per epoch end (2, then 1 resumed).
+    assert [int(r["writes"]) for r in results] == [3, 0]
+    for got in results:  # every worker resumed from the chief's files
+        for tag, epochs in (("first", 2), ("resumed", 3)):
+            for i, weight in enumerate(expected[epochs]):
+                np.testing.assert_allclose(got[f"{tag}_{i}"], weight, rtol=1e-5, atol=1e-7)

@@ -225,7 +225,7 @@ def test_model_comparison_is_deterministic_under_a_seed():
         "epochs": 2,
         "batch_size": 32,
         "learning_rate": 1e-2,
-        "clipnorm": 1.0,
+        "global_clipnorm": 1.0,
     }
 
     def run(seed):

@@ -58,7 +58,7 @@ def test_fast_and_plain_training_give_the_same_weights():
             batch_size=8,
             k1=7,
             k2=10,
-            clipnorm=1.0,
+            global_clipnorm=1.0,
             optimizer=keras.optimizers.Adam(0.01),
             seed=0,
             verbose=0,

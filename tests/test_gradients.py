@@ -142,7 +142,7 @@ def test_layer_argument_of_diagnostics():
         ({"k1": 2.5}, TypeError, ["`k1`", "2.5"]),
         ({"k1": True}, TypeError, ["`k1`", "True"]),
         ({"k2": 4}, ValueError, ["`k2` needs `k1`"]),
-        ({"loss": "mae"}, ValueError, ["`loss`", "'mae'"]),
+        ({"loss": "hinge"}, ValueError, ["`loss`", "'hinge'"]),
         ({"reduction": "sum"}, ValueError, ["`reduction`", "'sum'"]),
     ],
 )

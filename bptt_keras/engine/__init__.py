@@ -10,11 +10,15 @@ scores a model with the same loss definition (`bptt_keras.losses`).
     multi_step.py  many updates in one compiled call, around the step
     epochs.py      the order of rows and updates in an epoch, and which updates share a call
     resume.py      training position, checkpoints, Ctrl-C
+    keras_options.py  what `compile()` and Keras' `fit` options (clipping, validation_split,
+                   initial_epoch, ...) become
     gradients.py   `bptt_gradients`
-    fit.py         `fit` and `evaluate`
+    evaluate.py    `evaluate`, and validation inside `fit`
+    fit.py         `fit`
 """
 
-from bptt_keras.engine.fit import evaluate, fit
+from bptt_keras.engine.evaluate import evaluate
+from bptt_keras.engine.fit import fit
 from bptt_keras.engine.gradients import bptt_gradients
 from bptt_keras.engine.step import value_and_grad
 

@@ -16,21 +16,25 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bptt_keras._validation import as_float_array, check_choice, check_float, check_int, describe
-from bptt_keras.losses import LOSSES, REDUCTIONS, Normaliser
+from bptt_keras._validation import as_float_array, check_choice, check_int, describe
+from bptt_keras.engine import keras_options as options
+from bptt_keras.engine.keras_options import resolve_loss
+from bptt_keras.losses import REDUCTIONS, Normaliser, StepLoss, get_loss
+from bptt_keras.metrics import StepMetric, get_metrics
 from bptt_keras.truncation import Block, check_truncation, plan_blocks
 from bptt_keras.unroll import Parts
 
 
-def check_xy(parts: Parts, x, y, loss: str, *, x_name="x", y_name="y"):
+def check_xy(parts: Parts, x, y, loss: StepLoss | str, *, x_name="x", y_name="y"):
     """Validates `x`, `y` against the model and returns them as arrays (before any tracing)."""
+    loss = get_loss(loss, parts.model)
     x = as_float_array(x, name=x_name, ranks=(3,), dtype=parts.dtype)
     if x.shape[-1] != parts.input_dim:
         raise ValueError(
             f"`{x_name}` has {x.shape[-1]} feature(s) per step but the model expects "
             f"input_dim={parts.input_dim}. Received shape {x.shape}"
         )
-    if loss == "mse":
+    if not loss.sparse:
         y = as_float_array(y, name=y_name, ranks=(3,), dtype=parts.dtype)
         expected = (*x.shape[:2], parts.output_dim)
         if y.shape != expected:
@@ -87,13 +91,14 @@ def model_strategy(model, strategy):
 
 
 def check_run(model, x, y, loss, reduction, k1, k2, recompute):
-    """The checks `bptt_gradients` and `fit` share: model, data, loss, truncation."""
-    check_choice(loss, name="loss", choices=LOSSES)
+    """The checks `bptt_gradients`, `evaluate` and `fit` share: model, data, loss,
+    truncation. Returns `(parts, loss as a StepLoss, x, y, k1, k2, recompute)`."""
     check_choice(reduction, name="reduction", choices=REDUCTIONS)
     parts = Parts(model)
+    loss = resolve_loss(model, loss)
     x, y = check_xy(parts, x, y, loss)
     k1, k2 = check_truncation(k1, k2, x.shape[1])
-    return parts, x, y, k1, k2, check_recompute(recompute, k1, k2, x.shape[1])
+    return parts, loss, x, y, k1, k2, check_recompute(recompute, k1, k2, x.shape[1])
 
 
 def check_recompute(recompute, k1: int, k2: int, steps: int) -> int | None:
@@ -218,12 +223,16 @@ class FitArgs:
     blocks: list[Block]
     normaliser: Normaliser
     epochs: int
+    initial_epoch: int
     batch_size: int
     optimizer: keras.optimizers.Optimizer | None
     clipnorm: float | None
-    loss: str
+    global_clipnorm: float | None
+    loss: StepLoss
+    metrics: tuple[StepMetric, ...]
     reduction: str
     validation: Validation | None
+    validation_freq: int
     callbacks: list[keras.callbacks.Callback]
     shuffle: bool
     seed: int | None
@@ -256,64 +265,53 @@ class FitArgs:
         return -(-self.rows // self.batch_size)
 
 
-def check_fit(
-    model,
-    x,
-    y,
-    *,
-    epochs,
-    batch_size,
-    k1,
-    k2,
-    optimizer,
-    clipnorm,
-    loss,
-    reduction,
-    validation_data,
-    callbacks,
-    shuffle,
-    seed,
-    checkpoint_dir,
-    checkpoint_every,
-    resume,
-    strategy,
-    fast,
-    recompute,
-    sample_weight,
-    steps_per_execution,
-    verbose,
-) -> FitArgs:
-    """Checks `fit`'s arguments (see `fit`) and returns them as a `FitArgs`.
+def check_fit(model, x, y, **kwargs) -> FitArgs:
+    """Checks `fit`'s arguments (see `fit`; keyword arguments by the same names) and returns
+    them as a `FitArgs`.
 
     Raises:
         ValueError / TypeError: naming the argument, what was received and what was
             expected.
     """
-    parts, x, y, k1, k2, recompute = check_run(model, x, y, loss, reduction, k1, k2, recompute)
+    k = kwargs
+    options.check_regularisers(model)
+    optimizer = options.resolve_optimizer(model, k["optimizer"])
+    parts, loss, x, y, k1, k2, recompute = check_run(
+        model, x, y, k["loss"], k["reduction"], k["k1"], k["k2"], k["recompute"]
+    )
+    metrics = get_metrics(options.resolve_metrics(model, k["metrics"]), loss)
+    clipnorm, global_clipnorm = options.check_clipping(
+        optimizer, k["clipnorm"], k["global_clipnorm"]
+    )
+    verbose = options.check_verbose(k["verbose"])
+    epochs, initial_epoch, validation_freq = options.check_epoch_options(
+        k["epochs"], k["initial_epoch"], k["validation_freq"]
+    )
+    weighted = k["sample_weight"] is not None
+    w = check_weights(k["sample_weight"], x.shape[:2])
+    x, y, w, validation_data = options.split_validation(
+        x, y, w, k["validation_split"], k["validation_data"], weighted=weighted
+    )
     rows, time = x.shape[:2]
-    strategy = model_strategy(model, strategy)
-    w = check_weights(sample_weight, (rows, time))
-    epochs = check_int(epochs, name="epochs")
-    batch_size = check_int(batch_size, name="batch_size")
-    if clipnorm is not None:
-        clipnorm = check_float(clipnorm, name="clipnorm", low=0.0, low_inclusive=False)
+    strategy = model_strategy(model, k["strategy"])
+    batch_size = check_int(k["batch_size"], name="batch_size")
+    checkpoint_every, checkpoint_dir = k["checkpoint_every"], k["checkpoint_dir"]
     if checkpoint_every is not None:
         checkpoint_every = check_int(checkpoint_every, name="checkpoint_every")
-    if resume and checkpoint_dir is None:
+    if k["resume"] and checkpoint_dir is None:
         raise ValueError("`resume=True` needs `checkpoint_dir` (where to find checkpoints).")
+    seed = k["seed"]
     if seed is not None:
         seed = check_int(seed, name="seed", minimum=0)
-    callbacks = list(callbacks or [])  # read twice: for batch hooks, then by CallbackList
+    callbacks = options.check_callbacks(k["callbacks"])  # read once: hooks, then CallbackList
     blocks = plan_blocks(time, k1, k2)
     limit, split_batches = check_steps_per_execution(
-        steps_per_execution, blocks=blocks, strategy=strategy, callbacks=callbacks,
+        k["steps_per_execution"], blocks=blocks, strategy=strategy, callbacks=callbacks,
         parts=parts, batch=batch_size,
     )  # fmt: skip
-    if optimizer is not None and not isinstance(optimizer, keras.optimizers.Optimizer):
-        raise TypeError(f"`optimizer` must be a Keras optimizer. Received: {describe(optimizer)}")
     stateful = any(layer.stateful for layer in parts.recurrent)
     if stateful:
-        _check_stateful(model, rows, batch_size, shuffle, strategy)
+        _check_stateful(model, rows, batch_size, k["shuffle"], strategy)
     check_strategy(strategy, model, batch_size, name="batch_size")
     if rows < batch_size and strategy is not None:
         raise ValueError(
@@ -326,26 +324,30 @@ def check_fit(
         x=x,
         y=y,
         w=w,
-        weighted=sample_weight is not None,
+        weighted=weighted,
         k1=k1,
         k2=k2,
         blocks=blocks,
-        normaliser=Normaliser(loss, reduction, int(y.shape[-1]) if y.ndim == 3 else 1, time),
+        normaliser=Normaliser(loss, k["reduction"], parts.output_dim, time),
         epochs=epochs,
+        initial_epoch=initial_epoch,
         batch_size=batch_size,
         optimizer=optimizer,
         clipnorm=clipnorm,
+        global_clipnorm=global_clipnorm,
         loss=loss,
-        reduction=reduction,
+        metrics=metrics,
+        reduction=k["reduction"],
         validation=_check_validation(validation_data, parts, loss),
+        validation_freq=validation_freq,
         callbacks=callbacks,
-        shuffle=bool(shuffle),
+        shuffle=bool(k["shuffle"]),
         seed=seed,
         checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir),
         checkpoint_every=checkpoint_every,
-        resume=bool(resume),
+        resume=bool(k["resume"]),
         strategy=strategy,
-        fast=bool(fast),
+        fast=bool(k["fast"]),
         recompute=recompute,
         limit=limit,
         split_batches=split_batches,
@@ -375,7 +377,7 @@ def _check_stateful(model, rows: int, batch_size: int, shuffle, strategy) -> Non
         raise ValueError("Stateful models are not supported with `strategy=` yet.")
 
 
-def _check_validation(validation_data, parts: Parts, loss: str) -> Validation | None:
+def _check_validation(validation_data, parts: Parts, loss: StepLoss) -> Validation | None:
     if validation_data is None:
         return None
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):

@@ -1,4 +1,4 @@
-"""`fit` and `evaluate`: the training loop, read top to bottom.
+"""`fit`: the training loop, read top to bottom.
 
 `fit` only orchestrates (as Keras' `fit` does): the arguments are checked into a `FitArgs`
 (`arguments`), each epoch is planned (`epochs`), its updates run many per compiled call
@@ -9,7 +9,9 @@ restores the run. Separation of concerns:
 - `epochs`: the order of rows and updates, and which updates share a call.
 - `step` / `multi_step`: the compiled block step, and many of them in one call.
 - `resume`: training position, checkpoints, Ctrl-C.
-- here: the loop over epochs and calls, callbacks, validation, the reported losses.
+- `keras_options`: what `compile()` and Keras' `fit` options become.
+- `evaluate`: validation and `evaluate`, with the same loss definition.
+- here: the loop over epochs and calls, callbacks, the reported losses.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bptt_keras.engine.arguments import FitArgs, Validation, check_fit
+from bptt_keras.engine.arguments import FitArgs, check_fit
 from bptt_keras.engine.epochs import EpochPlan, block_shape, next_call, plan_epoch
+from bptt_keras.engine.evaluate import score
 from bptt_keras.engine.resume import (
     Checkpointer,
     Interrupt,
@@ -33,7 +36,6 @@ from bptt_keras.engine.resume import (
     fingerprint,
 )
 from bptt_keras.engine.step import Engine, block_spec
-from bptt_keras.losses import Normaliser
 
 
 def fit(
@@ -46,10 +48,15 @@ def fit(
     k1: int | None = None,
     k2: int | None = None,
     optimizer: keras.optimizers.Optimizer | None = None,
+    global_clipnorm: float | None = None,
     clipnorm: float | None = None,
-    loss: str = "mse",
+    loss=None,
+    metrics: list | None = None,
     reduction: str = "mean",
     validation_data: tuple | None = None,
+    validation_split: float = 0.0,
+    validation_freq: int = 1,
+    initial_epoch: int = 0,
     callbacks: list[keras.callbacks.Callback] | None = None,
     shuffle: bool = True,
     seed: int | None = None,
@@ -61,7 +68,7 @@ def fit(
     recompute: int | None = None,
     sample_weight=None,
     steps_per_execution: int | None = None,
-    verbose: int = 1,
+    verbose: int | str = "auto",
 ) -> keras.callbacks.History:
     """Trains `model` with full or truncated BPTT in a custom `GradientTape` loop.
 
@@ -79,12 +86,31 @@ def fit(
         epochs: passes over the data.
         batch_size: global batch size (split over replicas under a strategy).
         k1, k2: truncation; None for full BPTT. `1 <= k1 <= k2 <= time`.
-        optimizer: a Keras optimizer; default `Adam(learning_rate=1e-3)`, freshly
-            initialised for every call.
-        clipnorm: clip the global gradient norm to this value (Pascanu et al. 2013).
-        loss, reduction: see `bptt_gradients`.
+        epochs: train epochs `initial_epoch ... epochs - 1` (as Keras: the index of the
+            last epoch plus one).
+        optimizer: a Keras optimizer; default: the one given to `model.compile`, else
+            `Adam(learning_rate=1e-3)`, freshly initialised for every call.
+        global_clipnorm: clip the global gradient norm to this value (Pascanu et al. 2013),
+            as Keras optimizers' `global_clipnorm`.
+        clipnorm: clip each variable's gradient norm to this value (Keras' `clipnorm`). At
+            most one of the two; an optimizer that clips already is not clipped again (a
+            warning says so).
+        loss: see `bptt_gradients`; default: the loss given to `model.compile`, else "mse".
+            A `loss` that differs from the compiled one is an error. The model's
+            regularisation penalties (`model.losses`) are added to the training loss and to
+            the reported losses, as in Keras.
+        metrics: names or Keras metric objects (see `bptt_keras.metrics`: "mae", "mse",
+            "accuracy", "sparse_categorical_accuracy", ...), reported per batch and epoch as
+            Keras names them, and with `val_` for validation; default: those given to
+            `model.compile`.
+        reduction: see `bptt_gradients`.
         validation_data: optional `(x_val, y_val)` or `(x_val, y_val, w_val)`, scored with
             full forward passes (weighted by `w_val` like `sample_weight`).
+        validation_split: as Keras: this fraction of the rows, taken from the end before any
+            shuffling, is held out as validation data (ignored with `validation_data`).
+        validation_freq: validate after every `validation_freq`-th epoch.
+        initial_epoch: the epoch to start at (as Keras; the shuffling order follows the
+            epoch number, so a run continued this way sees the orders of an unbroken one).
         callbacks: Keras callbacks (`EarlyStopping`, `CSVLogger`, `TerminateOnNaN`,
             `ModelCheckpoint`, `TensorBoard`, ...); their hooks receive `logs`.
         shuffle: reshuffle sequences every epoch (order from `seed` and the epoch number, so
@@ -123,7 +149,7 @@ def fit(
             to float rounding for a last partial batch (padded in the graph with weight-0
             rows, so that every batch shares one compiled function). The data are held as
             one tensor for the run (a copy of `x`, `y`).
-        verbose: 0 silent, 1 progress bar, 2 one line per epoch.
+        verbose: 0 silent, 1 progress bar, 2 one line per epoch, "auto" (1).
 
     Returns:
         A `keras.callbacks.History`: `history.history["loss"]`, `["grad_norm"]` (mean global
@@ -137,22 +163,26 @@ def fit(
 
     Raises:
         ValueError / TypeError: bad arguments, before any TensorFlow tracing.
-        KeyboardInterrupt: after Ctrl-C, once a checkpoint of the last complete batch is
-            written (when `checkpoint_dir` is set).
+        KeyboardInterrupt: after Ctrl-C (SIGINT), once a checkpoint of the last complete
+            batch is written (when `checkpoint_dir` is set).
+        SystemExit: code 143 after SIGTERM (what schedulers and preemptible machines send),
+            once the same checkpoint is written.
         CheckpointError: `resume=True` with a corrupt checkpoint or one from another setup.
 
     Example:
 
-    >>> history = fit(model, x, y, epochs=10, k1=20, k2=40, clipnorm=1.0)
+    >>> history = fit(model, x, y, epochs=10, k1=20, k2=40, global_clipnorm=1.0)
     >>> bptt_keras.plot_loss_curves(history)
     """
     # ---- set-up: checks, optimizer, compiled engine, resume, callbacks -------------------
     args = check_fit(
         model, x, y, epochs=epochs, batch_size=batch_size, k1=k1, k2=k2, optimizer=optimizer,
-        clipnorm=clipnorm, loss=loss, reduction=reduction, validation_data=validation_data,
-        callbacks=callbacks, shuffle=shuffle, seed=seed, checkpoint_dir=checkpoint_dir,
-        checkpoint_every=checkpoint_every, resume=resume, strategy=strategy, fast=fast,
-        recompute=recompute, sample_weight=sample_weight,
+        global_clipnorm=global_clipnorm, clipnorm=clipnorm, loss=loss, metrics=metrics,
+        reduction=reduction, validation_data=validation_data,
+        validation_split=validation_split, validation_freq=validation_freq,
+        initial_epoch=initial_epoch, callbacks=callbacks, shuffle=shuffle, seed=seed,
+        checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume,
+        strategy=strategy, fast=fast, recompute=recompute, sample_weight=sample_weight,
         steps_per_execution=steps_per_execution, verbose=verbose,
     )  # fmt: skip
     optimizer = _optimizer(args)
@@ -163,11 +193,12 @@ def fit(
     traces_before = engine.trace_count()
     checkpointer = Checkpointer(
         args.checkpoint_dir, model, optimizer, fingerprint(args),
-        args.parts.sizes if args.stateful else None,
+        args.parts.sizes if args.stateful else None, strategy=args.strategy,
     )  # fmt: skip
     state = checkpointer.restore() if args.resume else None
     if state is None:
-        state = TrainingState(seed=_draw_seed() if args.seed is None else args.seed)
+        seed = _draw_seed() if args.seed is None else args.seed
+        state = TrainingState(epoch=args.initial_epoch, seed=seed)
     history = keras.callbacks.History()
     callback_list = keras.callbacks.CallbackList(
         [*args.callbacks, history], add_progbar=args.verbose != 0, model=model,
@@ -177,7 +208,8 @@ def fit(
     history.nonfinite, history.compiled_calls = None, 0
     callback_list.on_train_begin()
     history.history = {k: list(v) for k, v in state.history.items()}
-    history.epoch = list(range(state.epoch))
+    done = len(history.history.get("loss", []))
+    history.epoch = list(range(state.epoch - done, state.epoch))
     loop = _Loop(args, engine, callback_list, history, checkpointer, state)
 
     # ---- the loop over epochs ---------------------------------------------------------------
@@ -186,11 +218,12 @@ def fit(
             callback_list.on_epoch_begin(epoch)
             if not loop.train_epoch(epoch):
                 break  # a non-finite update: stopped with the last finite weights
-            logs = state.progress.logs(args.normaliser)
-            if args.validation is not None:
-                logs["val_loss"] = _evaluate(
-                    engine, args.validation, args.batch_size, args.normaliser, args.stateful
-                )
+            logs = state.progress.logs(args.normaliser, args.metrics)
+            if args.validation is not None and (epoch + 1) % args.validation_freq == 0:
+                logs |= score(
+                    engine, args.validation, args.batch_size, args.normaliser, args.stateful,
+                    prefix="val_",
+                )  # fmt: skip
             callback_list.on_epoch_end(epoch, logs)
             loop.logs = logs
             state.epoch, state.step = epoch + 1, 0
@@ -318,7 +351,7 @@ class _Loop:
         """Adds a call's updates to the running sums, in order, and runs the batch hooks;
         False (with a warning) at a non-finite update."""
         per_batch, state = len(self.args.blocks), self.state
-        for offset, (total, grad_norm, finite) in enumerate(stats.tolist()):
+        for offset, (total, grad_norm, finite, penalty, *sums) in enumerate(stats.tolist()):
             number, index = divmod(first + offset, per_batch)
             if index == 0 and offset:
                 self.callbacks.on_train_batch_begin(number)
@@ -333,11 +366,12 @@ class _Loop:
                     stacklevel=4,
                 )
                 return False
-            state.progress.add(total, float(plan.counts[first + offset]), grad_norm)
+            count = float(plan.counts[first + offset])
+            state.progress.add(total, count, grad_norm, penalty, sums)
             if index == per_batch - 1:
                 state.batches_done += 1
-                progress = state.progress
-                self.logs = {"loss": self.args.normaliser.report(progress.loss_sum, progress.count)}
+                logs = state.progress.logs(self.args.normaliser, self.args.metrics)
+                self.logs = {k: v for k, v in logs.items() if k != "grad_norm"}
                 self.callbacks.on_train_batch_end(number, self.logs)
         return True
 
@@ -345,78 +379,7 @@ class _Loop:
         self.callbacks.on_train_end(self.logs)
         directory = self.args.checkpoint_dir
         where = f" Checkpoint written to {str(directory)!r}." if directory else ""
-        raise KeyboardInterrupt(
-            f"Training interrupted at epoch {epoch + 1}, step {step + 1}.{where}"
-        )
-
-
-def evaluate(
-    model: keras.Model,
-    x,
-    y,
-    *,
-    batch_size: int = 32,
-    loss: str = "mse",
-    reduction: str = "mean",
-    sample_weight=None,
-    fast: bool = True,
-) -> float:
-    """The loss `L` of `model` on `(x, y)` with full forward passes (no update).
-
-    The same loss definition as `fit`'s reported and validation losses (see
-    `bptt_keras.losses`): the (weighted) per-element mean, times `T` for "sum_over_time".
-    A stateful model carries its state from batch to batch from zero states.
-
-    Args:
-        model: a `build_model` model.
-        x: `(n, time, input_dim)` inputs.
-        y: targets aligned with `x` (see `bptt_gradients`).
-        batch_size: rows per forward pass (a stateful model's own batch size).
-        loss, reduction: see `bptt_gradients`.
-        sample_weight: optional `(n, time)` per-step weights.
-        fast: the fast forward pass where available.
-
-    Returns:
-        The loss, a float.
-
-    Example:
-
-    >>> val_loss = evaluate(model, x_val, y_val)
-    """
-    from bptt_keras._validation import check_int
-    from bptt_keras.engine.arguments import check_run, check_weights
-    from bptt_keras.engine.gradients import engine_for
-
-    parts, x, y, *_ = check_run(model, x, y, loss, reduction, None, None, None)
-    batch_size = check_int(batch_size, name="batch_size")
-    w = check_weights(sample_weight, x.shape[:2])
-    stateful = any(layer.stateful for layer in parts.recurrent)
-    normaliser = Normaliser(loss, reduction, int(y.shape[-1]) if y.ndim == 3 else 1, x.shape[1])
-    engine = engine_for(model, loss=loss, strategy=None, fast=bool(fast), recompute=None)
-    return _evaluate(engine, Validation(x, y, w), batch_size, normaliser, stateful)
-
-
-def _evaluate(engine, data: Validation, batch_size, normaliser: Normaliser, stateful) -> float:
-    """The reported loss over `data` with full forward passes, batch by batch."""
-    rows, step = data.x.shape[0], batch_size
-    total, count = 0.0, 0.0
-    states = engine.parts.zero_states(batch_size) if stateful else None
-    if engine.replicas > 1:
-        rows -= rows % engine.replicas
-        step -= step % engine.replicas
-    for i in range(0, rows, step):
-        part = slice(i, min(i + step, rows))
-        size = part.stop - part.start
-        if (engine.replicas > 1 and size % engine.replicas) or (stateful and size != batch_size):
-            break
-        start = states if stateful else engine.zero_states(size)
-        batch_total, finals = engine.eval_fn(
-            *(engine.distribute(a[part]) for a in (data.x, data.y, data.w)), start
-        )
-        states = finals if stateful else None
-        total += float(batch_total)
-        count += normaliser.count(data.w[part])
-    return normaliser.report(total, count)
+        self.interrupt.stop(f"Training interrupted at epoch {epoch + 1}, step {step + 1}.{where}")
 
 
 # ---- the optimizer and the compiled engine, reused across `fit` calls ----------------------
@@ -436,6 +399,8 @@ def _engine(args: FitArgs, optimizer) -> Engine:
     """
     settings = {
         "loss": args.loss,
+        "metrics": args.metrics,
+        "global_clipnorm": args.global_clipnorm,
         "clipnorm": args.clipnorm,
         "fast": args.fast,
         "recompute": args.recompute,

@@ -17,13 +17,15 @@ from bptt_keras.truncation import plan_blocks
 _ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def engine_for(model, *, loss, strategy, fast, recompute) -> Engine:
+def engine_for(model, *, loss, strategy, fast, recompute, metrics=()) -> Engine:
     """The (uncompiled-for-training) engine of `bptt_gradients` and `evaluate` for these
     settings, made once per model."""
-    key = (loss, id(strategy), fast, recompute)
+    key = (loss, id(strategy), fast, recompute, metrics)
     engines = _ENGINES.setdefault(model, {})
     if key not in engines:
-        engines[key] = Engine(model, loss=loss, strategy=strategy, fast=fast, recompute=recompute)
+        engines[key] = Engine(
+            model, loss=loss, strategy=strategy, fast=fast, recompute=recompute, metrics=metrics
+        )
     return engines[key]
 
 
@@ -34,7 +36,7 @@ def bptt_gradients(
     *,
     k1: int | None = None,
     k2: int | None = None,
-    loss: str = "mse",
+    loss=None,
     reduction: str = "mean",
     strategy: tf.distribute.Strategy | None = None,
     fast: bool = True,
@@ -50,7 +52,11 @@ def bptt_gradients(
             classes for `"sparse_categorical_crossentropy"` (the head's outputs are logits).
         k1: None for full BPTT; else the block length of truncated BPTT.
         k2: steps each block back-propagates through (default `k1`); `k1 <= k2 <= time`.
-        loss: `"mse"` or `"sparse_categorical_crossentropy"`.
+        loss: a per-step loss: a name from `bptt_keras.losses.LOSSES` (or a Keras alias)
+            or a `keras.losses.Loss` of those (see `bptt_keras.losses.get_loss`: a
+            cross-entropy by name takes probabilities after a softmax/sigmoid head, logits
+            otherwise). The model's regularisation penalties (`model.losses`) are added to
+            `L` and its gradient, as Keras does.
         reduction: `"mean"` (over batch, time and features: Keras' `mse`) or
             `"sum_over_time"` (the document's sum over steps, averaged over batch/features).
         strategy: optional `tf.distribute.Strategy` whose scope the model was built in;
@@ -91,22 +97,25 @@ def bptt_gradients(
     >>> loss, grads = bptt_gradients(model, x, y)            # full BPTT
     >>> loss, tbptt = bptt_gradients(model, x, y, k1=5, k2=20)
     """
-    parts, x, y, k1, k2, recompute = check_run(model, x, y, loss, reduction, k1, k2, recompute)
+    parts, loss, x, y, k1, k2, recompute = check_run(
+        model, x, y, loss, reduction, k1, k2, recompute
+    )
     batch, time = x.shape[:2]
     w = check_weights(sample_weight, (batch, time))
     strategy = model_strategy(model, strategy)
     check_strategy(strategy, model, batch, name="x.shape[0]")
     engine = engine_for(model, loss=loss, strategy=strategy, fast=bool(fast), recompute=recompute)
-    normaliser = Normaliser(loss, reduction, int(y.shape[-1]) if y.ndim == 3 else 1, time)
+    normaliser = Normaliser(loss, reduction, parts.output_dim, time)
     denominator = normaliser.of_weights(w)
     xs, ys, ws = engine.distribute(x), engine.distribute(y), engine.distribute(w)
     states = engine.zero_states(batch)
-    total, grads = 0.0, None
+    total, grads, penalty = 0.0, None, 0.0
     # Each block's loss is divided by the whole sequence's N, so that the blocks' gradients
     # add up to the gradient of L (truncated where the plan cuts it).
-    for block in plan_blocks(time, k1, k2):
-        block_total, block_grads, states = engine.grad_fn(
-            xs, ys, ws, states, block_spec(block, denominator)
+    for number, block in enumerate(plan_blocks(time, k1, k2)):
+        # The regularisation penalty (if any) enters the gradient once, with the first block.
+        block_total, penalty, block_grads, states = engine.grad_fn(
+            xs, ys, ws, states, block_spec(block, denominator), tf.constant(float(number == 0))
         )
         total += float(block_total)
         block_grads = [g.numpy() for g in block_grads]
@@ -115,4 +124,4 @@ def bptt_gradients(
             if grads is None
             else [a + b for a, b in zip(grads, block_grads, strict=True)]
         )
-    return total / denominator, grads
+    return total / denominator + float(penalty), grads

@@ -44,15 +44,15 @@ def train_updates(
         shape: `(length, loss_length)` of every block of the call (static).
 
     Returns:
-        `(stats (limit, 3), updates run, captured states, final states)`: the stats are each
-        update's `[loss sum, gradient norm, finite]`; the run stops after the first
+        `(stats (limit, engine.stats_size), updates run, captured states, final states)`:
+        each update's stats as `Engine.train_step` returns them; the run stops after the first
         non-finite update (skipped, so the weights stay those of the last finite one).
     """
-    from bptt_keras.engine.step import BlockSpec  # the step module imports this one
+    from bptt_keras.engine.step import FINITE, BlockSpec  # the step module imports this one
 
     length, loss_length = shape
     blocks = table.shape[0]
-    stats = tf.TensorArray(tf.float64, size=limit, element_shape=(3,))
+    stats = tf.TensorArray(tf.float64, size=limit, element_shape=(engine.stats_size,))
     zeros = engine.parts.zero_states(batch)
 
     def body(i, finite, captured, finals, stats):
@@ -73,7 +73,7 @@ def train_updates(
             tf.gather_nd(x, where), tf.gather_nd(y, where), tf.gather_nd(w, where) * real,
             begin, spec,
         )  # fmt: skip
-        return i + 1, row_stats[2] > 0, new_captured, new_finals, stats.write(i, row_stats)
+        return i + 1, row_stats[FINITE] > 0, new_captured, new_finals, stats.write(i, row_stats)
 
     done, _, captured, finals, stats = tf.while_loop(
         lambda i, finite, *_: (i < count) & finite,

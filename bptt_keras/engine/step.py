@@ -16,7 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 from bptt_keras.engine import multi_step
-from bptt_keras.losses import elements
+from bptt_keras.losses import elements, get_loss
+from bptt_keras.metrics import metric_sums
 from bptt_keras.truncation import Block, cut_state
 from bptt_keras.unroll import Parts, forward
 
@@ -86,31 +87,45 @@ def window(tensor, begin, size: int):
     return tf.gather(tensor, begin + tf.range(size), axis=1)
 
 
+# Columns of a training update's stats: loss sum, gradient norm (before clipping), finite,
+# regularisation penalty, then each metric's (sum, count).
+LOSS_SUM, GRAD_NORM, FINITE, PENALTY, FIRST_METRIC = range(5)
+
+
 class Engine:
     """Compiled block steps for one model (and optimizer, strategy, loss) — see `fit`.
 
     Args:
         model: a `build_model`-style model.
-        loss: one of `bptt_keras.losses.LOSSES`.
+        loss: a `bptt_keras.losses.StepLoss` (or a name).
         strategy: a `tf.distribute.Strategy` or None.
         optimizer: the optimizer `train_fn` applies (None: gradients only).
-        clipnorm: global-norm clipping threshold or None.
+        global_clipnorm: clip the global gradient norm to this, or None.
+        clipnorm: clip each variable's gradient norm to this (Keras' `clipnorm`), or None.
         fast: the hand-derived backward pass where it exists, and XLA for training.
         recompute: segment length of full BPTT with recomputation, or None.
+        metrics: `bptt_keras.metrics.StepMetric`s computed beside the loss.
     """
 
     def __init__(
-        self, model, *, loss, strategy=None, optimizer=None, clipnorm=None, fast=True,
-        recompute=None,
+        self, model, *, loss, strategy=None, optimizer=None, global_clipnorm=None,
+        clipnorm=None, fast=True, recompute=None, metrics=(),
     ):  # fmt: skip
         self.parts = Parts(model)
+        self.model = model
         self.stateful = any(layer.stateful for layer in self.parts.recurrent)
-        self.fast, self.recompute, self.loss = fast, recompute, loss
+        self.fast, self.recompute, self.loss = fast, recompute, get_loss(loss, model)
+        self.metrics = tuple(metrics)
+        self.stats_size = FIRST_METRIC + 2 * len(self.metrics)
         self.distributed = strategy is not None
         self.strategy = strategy or tf.distribute.get_strategy()
         self.replicas = self.strategy.num_replicas_in_sync
         self.variables = model.trainable_variables
-        self.optimizer, self.clipnorm = optimizer, clipnorm
+        self.optimizer = optimizer
+        self.global_clipnorm, self.clipnorm = global_clipnorm, clipnorm
+        # Regularisers (`kernel_regularizer`, ...) add their penalties to the training loss,
+        # as in Keras; checked once, so that an unregularised model's step has no extra ops.
+        self.regularised = bool(model.losses)
         # The fast training step is also compiled with XLA, which fuses each time step's few
         # ops and removes their dispatch cost; a compilation costs a second or two, repaid
         # over an epoch's updates but not by a single gradient evaluation, so `grad_fn` and
@@ -130,6 +145,13 @@ class Engine:
             self.train_fn.experimental_get_tracing_count()
             + self.train_updates_fn.experimental_get_tracing_count()
         )
+
+    def penalty(self):
+        """The regularisation penalty `sum(model.losses)` at the current weights (0 without
+        regularisers): what Keras adds to the training loss."""
+        if not self.regularised:
+            return tf.constant(0.0, self.parts.dtype)
+        return tf.cast(tf.add_n(self.model.losses), self.parts.dtype)
 
     # -- data placement ---------------------------------------------------------------
     def distribute(self, array: np.ndarray):
@@ -156,9 +178,20 @@ class Engine:
     def _first(self, value):
         return self.strategy.experimental_local_results(value)[0]
 
+    def _scores(self, y, yhat, weights):
+        """`(loss sum, [metric sum, metric count, ...])` of outputs against targets."""
+        total = tf.reduce_sum(
+            elements(self.loss, y, yhat) * tf.cast(weights, yhat.dtype)[..., None]
+        )
+        sums = []
+        for metric in self.metrics:
+            sums.extend(metric_sums(metric, y, yhat, weights))
+        return total, sums
+
     # -- compiled steps ---------------------------------------------------------------
-    def _replica_block(self, x, y, w, states, spec: BlockSpec):
-        """Loss sum and gradients of one block on one replica, summed over replicas."""
+    def _replica_block(self, x, y, w, states, spec: BlockSpec, penalty_weight=1.0):
+        """Loss sum, penalty, metric sums and gradients of one block on one replica, summed
+        over replicas; the penalty enters the gradient `penalty_weight` times."""
         dtype = self.parts.dtype
 
         def loss_fn():
@@ -171,48 +204,66 @@ class Engine:
                 fast=self.fast,
                 recompute=self.recompute,
             )
-            per_element = elements(
-                self.loss,
+            total, sums = self._scores(
                 window(y, spec.loss_start, spec.loss_length),
                 window(yhat, spec.loss_start - spec.start, spec.loss_length),
+                window(w, spec.loss_start, spec.loss_length),
             )
-            weights = tf.cast(window(w, spec.loss_start, spec.loss_length), dtype)[..., None]
-            total = tf.reduce_sum(per_element * weights)
-            return total / tf.cast(spec.denominator, dtype), (total, finals, captured)
+            penalty = self.penalty()
+            # Every replica adds the penalty; gradients are summed over replicas, so each
+            # hands in its 1/replicas share.
+            share = tf.cast(penalty_weight, dtype) / self.replicas
+            value = total / tf.cast(spec.denominator, dtype) + share * penalty
+            return value, (total, penalty, sums, finals, captured)
 
-        _, (total, finals, captured), grads = value_and_grad(loss_fn, self.variables)
+        _, (total, penalty, sums, finals, captured), grads = value_and_grad(loss_fn, self.variables)
         context = tf.distribute.get_replica_context()
         grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
         total = context.all_reduce(tf.distribute.ReduceOp.SUM, total)
-        return total, grads, finals, captured
+        if sums:
+            sums = context.all_reduce(tf.distribute.ReduceOp.SUM, sums)
+        return total, penalty, sums, grads, finals, captured
 
-    def _grad_step(self, x, y, w, states, spec: BlockSpec):
-        total, grads, _, captured = self.strategy.run(
-            self._replica_block, args=(x, y, w, states, spec)
+    def _grad_step(self, x, y, w, states, spec: BlockSpec, penalty_weight):
+        total, penalty, _, grads, _, captured = self.strategy.run(
+            self._replica_block, args=(x, y, w, states, spec, penalty_weight)
         )
-        return self._first(total), [self._first(g) for g in grads], captured
+        return (
+            self._first(total),
+            self._first(penalty),
+            [self._first(g) for g in grads],
+            captured,
+        )
+
+    def _clip(self, grads, grad_norm):
+        if self.global_clipnorm is not None:
+            # Pascanu, Mikolov & Bengio 2013: rescale the whole gradient when its global
+            # norm exceeds the threshold, keeping its direction.
+            grads, _ = tf.clip_by_global_norm(grads, self.global_clipnorm, use_norm=grad_norm)
+        if self.clipnorm is not None:  # Keras' `clipnorm`: each variable's gradient alone
+            grads = [tf.clip_by_norm(g, self.clipnorm) for g in grads]
+        return grads
 
     def train_step(self, x, y, w, states, spec: BlockSpec):
-        """One block's update; returns `(stats [loss sum, grad norm, finite], final states,
-        captured states)`."""
+        """One block's update; returns `(stats, final states, captured states)`, the stats
+        a float64 vector `[loss sum, grad norm, finite, penalty, metric sum, count, ...]`."""
 
         def replica(x, y, w, states):
-            total, grads, finals, captured = self._replica_block(x, y, w, states, spec)
+            total, penalty, sums, grads, finals, captured = self._replica_block(
+                x, y, w, states, spec
+            )
             grad_norm = tf.linalg.global_norm(grads)
             finite = tf.math.is_finite(grad_norm) & tf.math.is_finite(total)
-            if self.clipnorm is not None:
-                # Pascanu, Mikolov & Bengio 2013: rescale the whole gradient when its global
-                # norm exceeds the threshold, keeping its direction.
-                grads, _ = tf.clip_by_global_norm(grads, self.clipnorm, use_norm=grad_norm)
+            grads = self._clip(grads, grad_norm)
             # The optimizer sums gradients over replicas once more; these are already the
             # global sum, so each replica hands in its 1/replicas share.
             grads = [g / self.replicas for g in grads]
-            return total, grad_norm, finite, grads, finals, captured
+            stats = [total, grad_norm, finite, penalty, *sums]
+            return [tf.cast(v, tf.float64) for v in stats], grads, finals, captured
 
-        total, grad_norm, finite, grads, finals, captured = self.strategy.run(
-            replica, args=(x, y, w, states)
-        )
-        finite = self._first(finite)
+        stats, grads, finals, captured = self.strategy.run(replica, args=(x, y, w, states))
+        stats = [self._first(v) for v in stats]
+        finite = stats[FINITE] > 0
 
         def apply():
             self.strategy.run(
@@ -225,23 +276,23 @@ class Engine:
         # weights and optimizer state stay those of the last finite step. The cond sits in
         # cross-replica context because apply_gradients merges across replicas.
         tf.cond(finite, apply, lambda: tf.constant(False))
-        total, grad_norm = self._first(total), self._first(grad_norm)
-        stats = tf.stack([tf.cast(v, tf.float64) for v in (total, grad_norm, finite)])
-        return stats, finals, captured
+        return tf.stack(stats), finals, captured
 
     def _train_updates(self, *args, **kwargs):
         # A named method (not a partial), so that traces and XLA dumps say what they are.
         return multi_step.train_updates(self, *args, **kwargs)
 
     def _eval_step(self, x, y, w, states):
+        """A forward pass's `[loss sum, metric sum, count, ...]` (float64) and final states."""
+
         def replica(x, y, w, states):
             yhat, finals, _ = forward(
                 self.parts, tf.cast(x, self.parts.dtype), states, fast=self.fast
             )
-            weights = tf.cast(w, yhat.dtype)[..., None]
-            total = tf.reduce_sum(elements(self.loss, y, yhat) * weights)
+            total, sums = self._scores(y, yhat, w)
             context = tf.distribute.get_replica_context()
-            return context.all_reduce(tf.distribute.ReduceOp.SUM, total), finals
+            scores = [tf.cast(v, tf.float64) for v in (total, *sums)]
+            return context.all_reduce(tf.distribute.ReduceOp.SUM, scores), finals
 
-        total, finals = self.strategy.run(replica, args=(x, y, w, states))
-        return self._first(total), finals
+        scores, finals = self.strategy.run(replica, args=(x, y, w, states))
+        return tf.stack([self._first(v) for v in scores]), finals

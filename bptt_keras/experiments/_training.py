@@ -45,7 +45,7 @@ def learning_curve(
     epochs: int,
     batch_size: int,
     learning_rate: float,
-    clipnorm: float | None,
+    global_clipnorm: float | None,
     loss: str,
     seed: int,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -67,7 +67,7 @@ def learning_curve(
         epochs=epochs,
         batch_size=batch_size,
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        clipnorm=clipnorm,
+        global_clipnorm=global_clipnorm,
         loss=loss,
         sample_weight=w[0] if w else None,
         validation_data=val,
@@ -96,7 +96,7 @@ def compare_models(
 
     Args:
         cfg: the experiment's configuration (`models`, `units`, `train_sequences`,
-            `val_sequences`, `epochs`, `batch_size`, `learning_rate`, `clipnorm`).
+            `val_sequences`, `epochs`, `batch_size`, `learning_rate`, `global_clipnorm`).
         seed: seeds data (a fresh pair of seeds per length), weights and shuffling.
         lengths: sequence lengths (or delays) to train at.
         make_data: `make_data(n, length, seed=...)` -> `(x, y)` or `(x, y, mask)`.
@@ -121,7 +121,7 @@ def compare_models(
                 epochs=cfg["epochs"],
                 batch_size=cfg["batch_size"],
                 learning_rate=cfg["learning_rate"],
-                clipnorm=cfg["clipnorm"],
+                global_clipnorm=cfg["global_clipnorm"],
                 loss=loss,
                 seed=seed,
             )

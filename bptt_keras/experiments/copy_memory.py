@@ -26,7 +26,7 @@ CONFIG = {
         "batch_size": 64,
         "epochs": 6,
         "learning_rate": 1e-2,
-        "clipnorm": 1.0,
+        "global_clipnorm": 1.0,
     },
     "full": {
         "delays": [10, 30, 50],
@@ -37,7 +37,7 @@ CONFIG = {
         "batch_size": 64,
         "epochs": 10,
         "learning_rate": 1e-3,
-        "clipnorm": 1.0,
+        "global_clipnorm": 1.0,
     },
 }
 
@@ -70,7 +70,7 @@ def run(report) -> None:
         title="Copy memory: held-out cross-entropy per step (nats)",
         notes="Baseline: the memoryless strategy, 10 log(8)/(T+20) (Arjovsky, Shah & Bengio "
         "2016, section 4.1). 'final / baseline' < 1 means symbols are being recalled. Adam "
-        f"(learning rate {cfg['learning_rate']:g}), clipping at {cfg['clipnorm']:g}, "
+        f"(learning rate {cfg['learning_rate']:g}), clipping at {cfg['global_clipnorm']:g}, "
         f"{cfg['units']} units, batch {cfg['batch_size']}, full BPTT.",
         plot_title="Copy memory: held-out cross-entropy vs updates (dashed: memoryless baseline)",
         ylabel="cross-entropy per step (nats, log scale)",

@@ -35,7 +35,7 @@ CONFIG = {
         "batch_size": 32,
         "epochs": 8,
         "learning_rate": 1e-2,
-        "clipnorm": 1.0,
+        "global_clipnorm": 1.0,
     },
     "full": {
         "lag": 8,
@@ -60,7 +60,7 @@ CONFIG = {
         "batch_size": 32,
         "epochs": 12,
         "learning_rate": 1e-2,
-        "clipnorm": 1.0,
+        "global_clipnorm": 1.0,
     },
 }
 
@@ -76,7 +76,7 @@ def compare_truncations(
     epochs: int,
     batch_size: int,
     learning_rate: float,
-    clipnorm: float | None,
+    global_clipnorm: float | None,
     seed: int,
 ) -> tuple[list[dict], dict]:
     """Trains one model per truncation on the delayed echo and scores what it learned.
@@ -86,7 +86,7 @@ def compare_truncations(
         runs: name -> `(k1, k2)`; `(None, None)` is full BPTT.
         lag: the echo's delay.
         cell, units: the model (`build_model`).
-        epochs, batch_size, learning_rate, clipnorm, seed: the training (Adam).
+        epochs, batch_size, learning_rate, global_clipnorm, seed: the training (Adam).
 
     Returns:
         `(rows, curves)`: one row per run (k1, k2, the share of steps whose window covers
@@ -108,7 +108,7 @@ def compare_truncations(
             k1=k1,
             k2=k2,
             optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-            clipnorm=clipnorm,
+            global_clipnorm=global_clipnorm,
             validation_data=val,
             seed=seed,
             verbose=0,
@@ -183,7 +183,7 @@ def run(report) -> None:
     rows, curves = compare_truncations(
         train, val, cfg["runs"], lag=lag, cell=cfg["cell"], units=cfg["units"],
         epochs=cfg["epochs"], batch_size=cfg["batch_size"],
-        learning_rate=cfg["learning_rate"], clipnorm=cfg["clipnorm"], seed=seed,
+        learning_rate=cfg["learning_rate"], global_clipnorm=cfg["global_clipnorm"], seed=seed,
     )  # fmt: skip
     report.table(
         "results",

@@ -1,0 +1,102 @@
+"""`evaluate`, and the validation of `fit`: the loss (and metrics) with full forward passes.
+
+One loss definition everywhere (`bptt_keras.losses`): the compiled forward pass returns loss
+and metric *sums*, `Normaliser` divides them, and the model's regularisation penalty is added
+as Keras adds it to `evaluate`'s loss.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from bptt_keras._validation import check_int
+from bptt_keras.engine.arguments import Validation, check_run, check_weights
+from bptt_keras.engine.resume import metric_logs
+from bptt_keras.losses import Normaliser
+from bptt_keras.metrics import get_metrics
+
+
+def evaluate(
+    model: keras.Model,
+    x,
+    y,
+    *,
+    batch_size: int = 32,
+    loss=None,
+    metrics: list | None = None,
+    reduction: str = "mean",
+    sample_weight=None,
+    fast: bool = True,
+    return_dict: bool = False,
+) -> float | dict:
+    """The loss `L` of `model` on `(x, y)` with full forward passes (no update).
+
+    The same loss definition as `fit`'s reported and validation losses (see
+    `bptt_keras.losses`): the (weighted) per-element mean, times `T` for "sum_over_time",
+    plus the model's regularisation penalty (`model.losses`) as in Keras. A stateful model
+    carries its state from batch to batch from zero states.
+
+    Args:
+        model: a `build_model` model.
+        x: `(n, time, input_dim)` inputs.
+        y: targets aligned with `x` (see `bptt_gradients`).
+        batch_size: rows per forward pass (a stateful model's own batch size).
+        loss: see `bptt_gradients`; default: the compiled loss, else "mse".
+        metrics: as in `fit` (needs `return_dict=True` to be seen).
+        reduction: see `bptt_gradients`.
+        sample_weight: optional `(n, time)` per-step weights.
+        fast: the fast forward pass where available.
+        return_dict: return `{"loss": ..., metric name: ...}` instead of the loss alone.
+
+    Returns:
+        The loss, a float (or the dict).
+
+    Example:
+
+    >>> val_loss = evaluate(model, x_val, y_val)
+    >>> evaluate(model, x_val, y_val, metrics=["mae"], return_dict=True)
+    {'loss': 0.0123, 'mae': 0.0871}
+    """
+    from bptt_keras.engine.gradients import engine_for
+
+    parts, loss, x, y, *_ = check_run(model, x, y, loss, reduction, None, None, None)
+    batch_size = check_int(batch_size, name="batch_size")
+    w = check_weights(sample_weight, x.shape[:2])
+    found = get_metrics(metrics, loss)
+    stateful = any(layer.stateful for layer in parts.recurrent)
+    normaliser = Normaliser(loss, reduction, parts.output_dim, x.shape[1])
+    engine = engine_for(
+        model, loss=loss, strategy=None, fast=bool(fast), recompute=None, metrics=found
+    )
+    logs = score(engine, Validation(x, y, w), batch_size, normaliser, stateful)
+    return logs if return_dict else logs["loss"]
+
+
+def score(
+    engine, data: Validation, batch_size: int, normaliser: Normaliser, stateful: bool,
+    *, prefix: str = "",
+) -> dict:  # fmt: skip
+    """`{prefix + "loss": ..., prefix + metric: ...}` over `data`, batch by batch."""
+    rows, step = data.x.shape[0], batch_size
+    totals, count = None, 0.0
+    states = engine.parts.zero_states(batch_size) if stateful else None
+    if engine.replicas > 1:
+        rows -= rows % engine.replicas
+        step -= step % engine.replicas
+    for i in range(0, rows, step):
+        part = slice(i, min(i + step, rows))
+        size = part.stop - part.start
+        if (engine.replicas > 1 and size % engine.replicas) or (stateful and size != batch_size):
+            break
+        start = states if stateful else engine.zero_states(size)
+        scores, finals = engine.eval_fn(
+            *(engine.distribute(a[part]) for a in (data.x, data.y, data.w)), start
+        )
+        states = finals if stateful else None
+        scores = scores.numpy()
+        totals = scores if totals is None else totals + scores
+        count += normaliser.count(data.w[part])
+    if totals is None:
+        totals = [0.0] * (1 + 2 * len(engine.metrics))
+    loss = normaliser.report(float(totals[0]), count) + float(engine.penalty())
+    return {prefix + "loss": loss} | metric_logs(engine.metrics, list(totals[1:]), prefix)
