@@ -1,6 +1,7 @@
 """Test set-up: headless plots, quiet TensorFlow, fast notebooks, seeded randomness."""
 
 import os
+import signal
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -64,3 +65,19 @@ def fit_run(cell, per_call, *, n=44, weighted=False, epochs=2, callbacks=None, *
         **kwargs,
     )
     return model, optimizer, history
+
+
+class SignalAt(keras.callbacks.Callback):
+    """Sends this process a signal (SIGINT, as Ctrl-C does, by default) after a given batch of
+    a given epoch."""
+
+    def __init__(self, epoch, batch, signum=signal.SIGINT):
+        super().__init__()
+        self.at, self.epoch, self.signum = (epoch, batch), 0, signum
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            os.kill(os.getpid(), self.signum)

@@ -2,13 +2,12 @@
 faults, bad settings."""
 
 import os
-import signal
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import fit_run, small_data
+from conftest import SignalAt, fit_run, small_data
 
 import bptt_keras as bk
 from bptt_keras.checkpoint import latest_checkpoint, load_checkpoint
@@ -252,21 +251,6 @@ def test_stateful_run_resumed_at_an_epoch_end_starts_the_epoch_from_zero_states(
         np.testing.assert_array_equal(a, b)
 
 
-class _InterruptAt(keras.callbacks.Callback):
-    """Sends this process SIGINT (as Ctrl-C does) after a given batch."""
-
-    def __init__(self, epoch, batch):
-        super().__init__()
-        self.at, self.epoch = (epoch, batch), 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if (self.epoch, batch) == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
-
-
 def test_ctrl_c_inside_a_call_checkpoints_at_its_end_and_resume_is_exact(tmp_path):
     # Uninterrupted: calls of up to 4 batches, [0-3] and [4, 5] in every epoch.
     full, _, full_history = fit_run("gru", 4, epochs=3)
@@ -274,7 +258,7 @@ def test_ctrl_c_inside_a_call_checkpoints_at_its_end_and_resume_is_exact(tmp_pat
     # during epoch 2's batch 1 takes effect at the end of its call, after batch 2.
     kwargs = {"epochs": 3, "checkpoint_every": 3, "checkpoint_dir": tmp_path}
     with pytest.raises(KeyboardInterrupt, match="epoch 2, step 3"):
-        fit_run("gru", 4, callbacks=[_InterruptAt(1, 1)], **kwargs)
+        fit_run("gru", 4, callbacks=[SignalAt(1, 1)], **kwargs)
     meta = load_checkpoint(latest_checkpoint(tmp_path))["meta"]
     assert (meta["epoch"], meta["step"], meta["batches_done"]) == (1, 3, 9)
     resumed, _, resumed_history = fit_run("gru", 4, resume=True, **kwargs)

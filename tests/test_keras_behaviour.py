@@ -9,7 +9,7 @@ import stat
 import keras
 import numpy as np
 import pytest
-from conftest import small_data
+from conftest import SignalAt, small_data
 
 import bptt_keras as bk
 from bptt_keras.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
@@ -303,16 +303,6 @@ def test_shuffle_false_trains_the_batches_in_order():
 # ---- 7. fault tolerance --------------------------------------------------------------------
 
 
-class _SignalAt(keras.callbacks.Callback):
-    def __init__(self, signum, batch):
-        super().__init__()
-        self.signum, self.batch = signum, batch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if batch == self.batch:
-            os.kill(os.getpid(), self.signum)
-
-
 def test_sigterm_checkpoints_the_last_batch_and_exits_143_and_the_resume_is_exact(tmp_path):
     x, y = bk.next_step_pairs(noisy_sines(20, 9, seed=0))
 
@@ -325,13 +315,13 @@ def test_sigterm_checkpoints_the_last_batch_and_exits_143_and_the_resume_is_exac
         return model, history
 
     with pytest.raises(SystemExit) as info:
-        run(callbacks=[_SignalAt(signal.SIGTERM, 1)])
+        run(callbacks=[SignalAt(0, 1, signal.SIGTERM)])
     assert info.value.code == 143
     meta = load_checkpoint(latest_checkpoint(tmp_path))["meta"]
     assert (meta["epoch"], meta["step"]) == (0, 2)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
     resumed, resumed_history = run(resume=True)
-    full, full_history = bk.build_model("lstm", 3, seed=0), None
+    full = bk.build_model("lstm", 3, seed=0)
     full_history = bk.fit(
         full, x, y, batch_size=4, epochs=2, seed=2, k1=4, verbose=0,
         optimizer=keras.optimizers.Adam(0.01),

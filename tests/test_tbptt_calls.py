@@ -3,7 +3,6 @@ compiled once, memory flat, long streams finish (issue: TBPTT 30-1000x slower th
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -11,6 +10,7 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+from conftest import SignalAt
 
 import bptt_keras as bk
 from bptt_keras.checkpoint import latest_checkpoint, load_checkpoint
@@ -143,21 +143,6 @@ def test_non_finite_block_inside_a_call_stops_exactly_there():
         np.testing.assert_array_equal(a, b)
 
 
-class _InterruptAfter(keras.callbacks.Callback):
-    """Sends this process SIGINT (as Ctrl-C does) after a given batch of a given epoch."""
-
-    def __init__(self, epoch, batch):
-        super().__init__()
-        self.at, self.epoch = (epoch, batch), 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if (self.epoch, batch) == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
-
-
 def test_ctrl_c_between_calls_that_split_batches_checkpoints_a_whole_batch(tmp_path):
     """Calls of 5 updates over batches of 4 blocks end mid-batch; Ctrl-C finishes the batch,
     checkpoints it, and the resumed run equals the uninterrupted one bit for bit."""
@@ -176,7 +161,7 @@ def test_ctrl_c_between_calls_that_split_batches_checkpoints_a_whole_batch(tmp_p
     # The call of updates 5-9 ends inside batch 2 (updates 8-11): its hooks for batch 1 run,
     # SIGINT arrives, and the next call stops at the end of batch 2.
     with pytest.raises(KeyboardInterrupt, match="epoch 1, step 3"):
-        run(callbacks=[_InterruptAfter(0, 1)], checkpoint_dir=tmp_path)
+        run(callbacks=[SignalAt(0, 1)], checkpoint_dir=tmp_path)
     meta = load_checkpoint(latest_checkpoint(tmp_path))["meta"]
     assert (meta["epoch"], meta["step"], meta["batches_done"]) == (0, 3, 3)
     assert meta["accum"]["updates"] == 12

@@ -196,6 +196,8 @@ class Checkpointer:
         self.directory, self.model, self.optimizer = directory, model, optimizer
         self.fingerprint, self.state_sizes = fingerprint, state_sizes
         self.writes = directory is not None and is_chief(strategy)
+        # The structural names, once: the model and the (built) optimizer do not change.
+        self.keys = {"weights": variable_keys(model), "optimizer": optimizer_keys(optimizer, model)}
 
     def restore(self) -> TrainingState | None:
         """Restores the newest checkpoint into the model and optimizer; returns where it
@@ -216,12 +218,12 @@ class Checkpointer:
             )
         names = meta.get("names", {})
         _assign_by_key(
-            self.model.weights, variable_keys(self.model), names.get("weights"),
+            self.model.weights, self.keys["weights"], names.get("weights"),
             ckpt["weights"], path, "model",
         )  # fmt: skip
         _assign_by_key(
-            self.optimizer.variables, optimizer_keys(self.optimizer, self.model),
-            names.get("optimizer"), ckpt["optimizer_variables"], path, "optimizer",
+            self.optimizer.variables, self.keys["optimizer"], names.get("optimizer"),
+            ckpt["optimizer_variables"], path, "optimizer",
         )  # fmt: skip
         states = None
         if ckpt["states"]:
@@ -251,10 +253,7 @@ class Checkpointer:
             "accum": asdict(state.progress),
             "history": history,
             "fingerprint": self.fingerprint,
-            "names": {
-                "weights": variable_keys(self.model),
-                "optimizer": optimizer_keys(self.optimizer, self.model),
-            },
+            "names": self.keys,
         }
         save_checkpoint(
             self.directory,
