@@ -11,6 +11,7 @@ import keras
 
 from bptt_keras._validation import check_int
 from bptt_keras.engine.arguments import Validation, check_run, check_weights
+from bptt_keras.engine.gradients import engine_for
 from bptt_keras.engine.resume import metric_logs
 from bptt_keras.losses import Normaliser
 from bptt_keras.metrics import get_metrics
@@ -57,8 +58,6 @@ def evaluate(
     >>> evaluate(model, x_val, y_val, metrics=["mae"], return_dict=True)
     {'loss': 0.0123, 'mae': 0.0871}
     """
-    from bptt_keras.engine.gradients import engine_for
-
     parts, loss, x, y, *_ = check_run(model, x, y, loss, reduction, None, None, None)
     batch_size = check_int(batch_size, name="batch_size")
     w = check_weights(sample_weight, x.shape[:2])
