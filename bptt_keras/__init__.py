@@ -26,16 +26,18 @@ import os
 # command-line tool; keep warnings and errors. A value the user set wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
+
+from bptt_keras import _backend  # noqa: E402  (imports no Keras)
+
+# Checked before `import keras`, which would otherwise fail first on the other backend's own
+# imports (jax, torch, scipy), and once more after it, for a Keras imported earlier.
+if _backend.configured() != "tensorflow":
+    raise _backend.error(_backend.configured())
+
 import keras  # noqa: E402
 
 if keras.backend.backend() != "tensorflow":
-    # The engine is TensorFlow code (GradientTape, tf.function, XLA, tf.distribute): under
-    # another backend every call would fail later with an obscure error.
-    raise ImportError(
-        "bptt_keras needs Keras' TensorFlow backend, but Keras is running on "
-        f"{keras.backend.backend()!r} (KERAS_BACKEND={os.environ.get('KERAS_BACKEND')!r}). "
-        "Unset KERAS_BACKEND or set KERAS_BACKEND=tensorflow before importing keras."
-    )
+    raise _backend.error(keras.backend.backend())
 
 from bptt_keras import tasks
 from bptt_keras.checkpoint import CheckpointError

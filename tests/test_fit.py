@@ -318,15 +318,27 @@ def test_a_model_built_in_a_strategy_scope_trains_under_that_strategy():
     assert bk.fit(plain, x, y, batch_size=4, k1=4, verbose=0, seed=0).compiled_calls == 1
 
 
-def test_importing_the_package_under_another_keras_backend_is_one_clear_error():
+@pytest.mark.parametrize("backend, where", [("numpy", "env"), ("jax", "env"), ("torch", "json")])
+def test_importing_the_package_under_another_keras_backend_is_one_clear_error(
+    backend, where, tmp_path
+):
+    """One clear error, whether or not the other backend's own packages are installed (a
+    fresh venv has neither jax, torch nor scipy), set by KERAS_BACKEND or by keras.json."""
+    import json
     import subprocess
     import sys
 
-    env = {**os.environ, "KERAS_BACKEND": "numpy", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("KERAS_BACKEND", None)
+    if where == "env":
+        env["KERAS_BACKEND"] = backend
+    else:
+        (tmp_path / "keras.json").write_text(json.dumps({"backend": backend}))
+        env["KERAS_HOME"] = str(tmp_path)
     done = subprocess.run(
         [sys.executable, "-c", "import bptt_keras"], capture_output=True, text=True, env=env
     )
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: bptt_keras needs Keras' TensorFlow backend"), last
-    assert "'numpy'" in last and "KERAS_BACKEND=tensorflow" in last
+    assert f"{backend!r}" in last and "KERAS_BACKEND=tensorflow" in last
