@@ -6,12 +6,13 @@ The public API:
   `with_explicit_state`, `zero_states`, `run_with_state`, `recurrent_layers`
 - data: `next_step_pairs`, `sliding_windows`, `split_by_time`, `stream_batches`,
   `fit_scaler`, `Scaler`, `load_series`, `load_csv_series`, `available_series`
-- prediction: `predict_next`, `forecast`, `stream_predict`
+- prediction (`bptt_keras.prediction`): `predict_next`, `forecast`, `stream_predict`
 - BPTT engine: `fit`, `evaluate`, `bptt_gradients`, `plan_blocks`, `covered_fraction`
 - diagnostics: `gradient_norms_through_time`, `recurrent_spectrum`, `RecurrentSpectrum`,
   `scale_recurrent`, `numpy_bptt` (the NumPy oracle)
-- plotting: `plot_loss_curves`, `plot_forecast`, `plot_gradient_norms`, `plot_block_plan`
-- runs: `TrainConfig`, `train`
+- plotting: `plot_loss_curves`, `plot_forecast`, `plot_gradient_norms`, `plot_block_plan`,
+  `new_axes`
+- runs: `TrainConfig`, `train`, `load_run`, `LoadedRun`
 - tasks with known answers: `bptt_keras.tasks` (noisy sines, delayed echo, adding problem,
   copy memory)
 - experiments: `bptt_keras.experiments.run_experiment(name, quick=..., out=...)`, the code
@@ -20,104 +21,97 @@ The public API:
 
 __version__ = "0.1.0"
 
-import os
+# The public names are imported on first use (PEP 562), so that `import bptt_keras` and the
+# `bptt-keras --help` / `--version` / `reproduce --list` commands do not pay TensorFlow's
+# import (seconds); `bk.fit` or `from bptt_keras import fit` imports what it needs.
+# The package changes no environment variable: TensorFlow's C++ start-up lines (printed by
+# TensorFlow's own import) are hidden by the command-line tool only; README, "Quiet start-up".
 
-# TensorFlow's C++ INFO lines (CPU feature guard, oneDNN notices) drown the output of a
-# command-line tool; keep warnings and errors. A value the user set wins.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+import importlib
+import sys
 
+from bptt_keras import _backend
 
-from bptt_keras import _backend  # noqa: E402  (imports no Keras)
-
-# Checked before `import keras`, which would otherwise fail first on the other backend's own
-# imports (jax, torch, scipy), and once more after it, for a Keras imported earlier.
+# Checked before Keras is imported, which would otherwise fail first on the other backend's
+# own imports (jax, torch, scipy), and again for a Keras that was imported earlier.
 if _backend.configured() != "tensorflow":
     raise _backend.error(_backend.configured())
+if "keras" in sys.modules and sys.modules["keras"].backend.backend() != "tensorflow":
+    raise _backend.error(sys.modules["keras"].backend.backend())
 
-import keras  # noqa: E402
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(("CheckpointError",), "bptt_keras.checkpoint"),
+    **dict.fromkeys(("TrainConfig",), "bptt_keras.config"),
+    **dict.fromkeys(
+        (
+            "Scaler",
+            "fit_scaler",
+            "next_step_pairs",
+            "sliding_windows",
+            "split_by_time",
+            "stream_batches",
+        ),
+        "bptt_keras.data",
+    ),
+    **dict.fromkeys(("available_series", "load_csv_series", "load_series"), "bptt_keras.datasets"),
+    **dict.fromkeys(
+        (
+            "RecurrentSpectrum",
+            "gradient_norms_through_time",
+            "recurrent_spectrum",
+            "scale_recurrent",
+        ),
+        "bptt_keras.diagnostics",
+    ),
+    **dict.fromkeys(("bptt_gradients", "evaluate", "fit"), "bptt_keras.engine"),
+    **dict.fromkeys(("forecast", "predict_next", "stream_predict"), "bptt_keras.prediction"),
+    **dict.fromkeys(
+        (
+            "build_model",
+            "get_states",
+            "recurrent_layers",
+            "reset_states",
+            "run_with_state",
+            "set_states",
+            "to_stateful",
+            "with_explicit_state",
+            "zero_states",
+        ),
+        "bptt_keras.models",
+    ),
+    **dict.fromkeys(("numpy_bptt",), "bptt_keras.oracle"),
+    **dict.fromkeys(
+        (
+            "new_axes",
+            "plot_block_plan",
+            "plot_forecast",
+            "plot_gradient_norms",
+            "plot_loss_curves",
+        ),
+        "bptt_keras.plotting",
+    ),
+    **dict.fromkeys(("train",), "bptt_keras.run"),
+    **dict.fromkeys(("LoadedRun", "load_run"), "bptt_keras.rundir"),
+    **dict.fromkeys(("covered_fraction", "plan_blocks"), "bptt_keras.truncation"),
+}
+_SUBMODULES = ("tasks", "experiments")
 
-if keras.backend.backend() != "tensorflow":
-    raise _backend.error(keras.backend.backend())
 
-from bptt_keras import tasks
-from bptt_keras.checkpoint import CheckpointError
-from bptt_keras.config import TrainConfig
-from bptt_keras.data import (
-    Scaler,
-    fit_scaler,
-    next_step_pairs,
-    sliding_windows,
-    split_by_time,
-    stream_batches,
-)
-from bptt_keras.datasets import available_series, load_csv_series, load_series
-from bptt_keras.diagnostics import (
-    RecurrentSpectrum,
-    gradient_norms_through_time,
-    recurrent_spectrum,
-    scale_recurrent,
-)
-from bptt_keras.engine import bptt_gradients, evaluate, fit
-from bptt_keras.forecast import forecast, predict_next, stream_predict
-from bptt_keras.models import (
-    build_model,
-    get_states,
-    recurrent_layers,
-    reset_states,
-    run_with_state,
-    set_states,
-    to_stateful,
-    with_explicit_state,
-    zero_states,
-)
-from bptt_keras.oracle import numpy_bptt
-from bptt_keras.plotting import (
-    plot_block_plan,
-    plot_forecast,
-    plot_gradient_norms,
-    plot_loss_curves,
-)
-from bptt_keras.run import train
-from bptt_keras.truncation import covered_fraction, plan_blocks
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"bptt_keras.{name}")
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'bptt_keras' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    keras = sys.modules.get("keras")  # a backend set between `import bptt_keras` and now
+    if keras is not None and keras.backend.backend() != "tensorflow":
+        raise _backend.error(keras.backend.backend())
+    globals()[name] = value  # later lookups skip this function
+    return value
 
-__all__ = [
-    "covered_fraction",
-    "plot_block_plan",
-    "stream_predict",
-    "tasks",
-    "numpy_bptt",
-    "CheckpointError",
-    "RecurrentSpectrum",
-    "bptt_gradients",
-    "evaluate",
-    "fit",
-    "gradient_norms_through_time",
-    "plan_blocks",
-    "plot_gradient_norms",
-    "recurrent_spectrum",
-    "scale_recurrent",
-    "Scaler",
-    "TrainConfig",
-    "available_series",
-    "build_model",
-    "fit_scaler",
-    "forecast",
-    "get_states",
-    "load_csv_series",
-    "load_series",
-    "next_step_pairs",
-    "plot_forecast",
-    "plot_loss_curves",
-    "predict_next",
-    "recurrent_layers",
-    "reset_states",
-    "run_with_state",
-    "set_states",
-    "sliding_windows",
-    "split_by_time",
-    "stream_batches",
-    "to_stateful",
-    "train",
-    "with_explicit_state",
-    "zero_states",
-]
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS, *_SUBMODULES})
+
+
+__all__ = sorted([*_EXPORTS, "tasks"])

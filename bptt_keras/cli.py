@@ -4,29 +4,32 @@
     bptt-keras train --cell lstm --epochs 100 --out runs/lstm
     bptt-keras train --csv my.csv --column value --window 48
     bptt-keras train --k1 5 --k2 10 --global-clipnorm 1.0 --checkpoint-dir ck   # truncated BPTT
+    bptt-keras train --config runs/lstm/config.json      # replay a run (options override it)
+    bptt-keras forecast runs/lstm --steps 20             # forecast past the series' end
     bptt-keras reproduce --list                          # the experiments
     bptt-keras reproduce adding --quick --out runs/adding
 
 Bad options and bad data end with a one-line `bptt-keras: error: ...` and exit status 2,
-before anything is written.
+before anything is written. `--help`, `--version` and `reproduce --list` answer without
+importing TensorFlow; the commands that do import it hide its C++ start-up lines.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
+# Only modules that do not import TensorFlow: see `_quiet_tensorflow`.
 from bptt_keras import __version__
+from bptt_keras.choices import CELL_NAMES, INITS
 from bptt_keras.config import TrainConfig
 from bptt_keras.datasets import SERIES
-from bptt_keras.models import CELLS, INITS
-from bptt_keras.run import train
-
-_DEFAULTS = TrainConfig()
 
 # Help text per TrainConfig field; the CLI option is the field name with dashes.
 _HELP = {
@@ -34,7 +37,7 @@ _HELP = {
     "csv": "train on this CSV file instead of a shipped series (needs --column)",
     "column": "value column of --csv",
     "time_column": "optional time column of --csv (used for plot axes)",
-    "cell": f"recurrent cell: {', '.join(CELLS)}",
+    "cell": f"recurrent cell: {', '.join(CELL_NAMES)}",
     "units": "hidden units per recurrent layer",
     "num_layers": "number of stacked recurrent layers",
     "init": f"initialisation: {', '.join(INITS)} (irnn: simple_rnn only)",
@@ -68,7 +71,40 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _quiet_tensorflow() -> None:
+    """Imports TensorFlow with the process's stderr (file descriptor 2) sent to a temporary file.
+
+    TensorFlow's C++ start-up lines (`WARNING: All log messages before absl::InitializeLog()`,
+    `I0000 ... cudart_stub`, the CUDA probe) are written before its logging is configured, so
+    no log level hides them. They are replayed if the import fails. The command line is the
+    program, so it may also set `TF_CPP_MIN_LOG_LEVEL` (a value you set wins); the library
+    itself changes no environment variable.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # later INFO lines (XLA's first compile)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # the CUDA probe logs once, here
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _parser(defaults: TrainConfig | None = None) -> argparse.ArgumentParser:
+    """The command's parser; `defaults` (e.g. a replayed run's configuration) sets the
+    defaults of `train`'s options."""
+    defaults = defaults or TrainConfig()
     parser = argparse.ArgumentParser(
         prog="bptt-keras",
         description="Backpropagation through time with Keras 3: train and inspect recurrent "
@@ -86,19 +122,40 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     for f in fields(TrainConfig):
-        default = getattr(_DEFAULTS, f.name)
+        default, builtin = getattr(defaults, f.name), getattr(TrainConfig(), f.name)
         option = f"--{f.name.replace('_', '-')}"
-        if isinstance(default, bool):
-            train.add_argument(option, dest=f.name, action="store_true", help=_HELP[f.name])
+        if isinstance(builtin, bool):
+            train.add_argument(
+                option, dest=f.name, action="store_true", default=default, help=_HELP[f.name]
+            )
             continue
-        kind = _TYPES.get(f.name) or {int: int, float: float}.get(type(default), str)
+        kind = _TYPES.get(f.name) or {int: int, float: float}.get(type(builtin), str)
         train.add_argument(option, dest=f.name, type=kind, default=default, help=_HELP[f.name])
     train.add_argument(
         "--out",
         default=None,
         help="run directory to create (must not exist); omitted: runs/train-<cell>-<time>",
     )
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="start from this config.json (e.g. a run directory's, to replay the run); "
+        "options given on the command line override its values",
+    )
+    train.add_argument("--quiet", action="store_true", help="no progress output")
+
+    fc = commands.add_parser(
+        "forecast",
+        help="forecast the steps after the end of a saved run's series (original units)",
+        description="Load a run directory written by `bptt-keras train` and forecast the "
+        "steps after the end of its series in closed loop (each prediction fed back), from "
+        "the last `window` values, in the series' own units. Prints `step,time,value` CSV.",
+        formatter_class=_Formatter,
+    )
+    fc.add_argument("run_dir", help="a run directory of `bptt-keras train`")
+    fc.add_argument("--steps", type=int, default=10, help="future steps to forecast")
+    fc.add_argument("--out", default=None, help="also write the CSV to this file (must not exist)")
 
     reproduce = commands.add_parser(
         "reproduce",
@@ -119,6 +176,9 @@ def _parser() -> argparse.ArgumentParser:
         help="run directory to create (must not exist); omitted: runs/reproduce-<name>-<time>",
     )
     reproduce.add_argument("--seed", type=int, default=0, help="seed of data, weights, order")
+    reproduce.add_argument(
+        "--quiet", action="store_true", help="no progress lines (one per model and length)"
+    )
     return parser
 
 
@@ -136,6 +196,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "reproduce":
         return _reproduce(args)
+    if args.command == "forecast":
+        return _forecast(args)
+    if args.config is not None:  # the file's values become defaults; given options win
+        try:
+            from bptt_keras.config import read_config
+
+            replay = read_config(args.config)
+        except (ValueError, TypeError, FileNotFoundError) as err:
+            return _fail(f"--config: {str(err).splitlines()[0]}")
+        args = _parser(replay).parse_args(argv)
     return _train(args)
 
 
@@ -159,8 +229,11 @@ def _reproduce(args) -> int:
     out = Path(args.out or f"runs/reproduce-{args.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists():
         return _fail(f"--out {str(out)!r} already exists; choose a new directory.")
+    _quiet_tensorflow()
     try:
-        report = run_experiment(args.name, quick=args.quick, out=out, seed=args.seed)
+        report = run_experiment(
+            args.name, quick=args.quick, out=out, seed=args.seed, verbose=0 if args.quiet else 1
+        )
     except KeyboardInterrupt:
         print(f"bptt-keras: interrupted; {out}/ is incomplete (no README.md).", file=sys.stderr)
         return 130
@@ -177,6 +250,9 @@ def _train(args) -> int:
 
     try:
         config.validate()
+        _quiet_tensorflow()
+        from bptt_keras.run import train
+
         result = train(config, out_dir=out, verbose=0 if args.quiet else 1)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
         return _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
@@ -195,6 +271,30 @@ def _train(args) -> int:
         f"closed-loop {m['closed_loop_rmse']:.4g}, persistence {m['persistence_rmse']:.4g}"
     )
     print(f"wrote {out}/: {', '.join(sorted(p.name for p in result.files.values()))}")
+    return 0
+
+
+def _forecast(args) -> int:
+    if args.steps < 1:
+        return _fail(f"--steps must be >= 1. Received: {args.steps}")
+    if args.out is not None and Path(args.out).exists():
+        return _fail(f"--out {args.out!r} already exists; choose a new file.")
+    if not Path(args.run_dir).is_dir():  # before TensorFlow's import: an answer in no time
+        return _fail(f"RUN_DIR {args.run_dir!r} is not a directory.")
+    _quiet_tensorflow()
+    from bptt_keras.rundir import load_run
+
+    try:
+        times, values = load_run(args.run_dir).future(steps=args.steps)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        return _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+    lines = ["step,time,value"] + [
+        f"{i + 1},{t:g},{v:.6g}" for i, (t, v) in enumerate(zip(times, values, strict=True))
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    if args.out is not None:
+        Path(args.out).write_text(text)
     return 0
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from bptt_keras._validation import check_choice, check_float, check_int
+from bptt_keras.choices import CELL_NAMES, INITS
 from bptt_keras.datasets import SERIES
-from bptt_keras.models import CELLS, INITS
 from bptt_keras.truncation import check_truncation
 
 
@@ -74,7 +77,7 @@ class TrainConfig:
             check_choice(self.dataset, name="dataset", choices=SERIES)
         elif self.column is None:
             raise ValueError("`column` is required with `csv`: name the column to train on.")
-        check_choice(self.cell, name="cell", choices=CELLS)
+        check_choice(self.cell, name="cell", choices=CELL_NAMES)
         check_choice(self.init, name="init", choices=INITS)
         if self.init == "irnn" and self.cell != "simple_rnn":
             raise ValueError(
@@ -101,3 +104,29 @@ class TrainConfig:
     def to_dict(self) -> dict:
         """The fields as a JSON-serialisable dict."""
         return dataclasses.asdict(self)
+
+
+def read_config(path: str | os.PathLike) -> TrainConfig:
+    """Reads a `config.json` written by `bptt-keras train` into a validated `TrainConfig`.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not JSON, not an object, an unknown field, or a bad value (named).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No configuration file {str(path)!r}.")
+    try:
+        values = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{str(path)!r} is not a JSON configuration: {err}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{str(path)!r} must hold a JSON object of TrainConfig fields.")
+    known = set(TrainConfig.__dataclass_fields__)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(
+            f"{str(path)!r} has unknown field(s) {', '.join(unknown)}; TrainConfig fields are: "
+            f"{', '.join(TrainConfig.__dataclass_fields__)}."
+        )
+    return TrainConfig(**values).validate()

@@ -20,16 +20,12 @@ import keras
 import numpy as np
 
 from bptt_keras._validation import as_float_array, check_choice, check_int, describe
+from bptt_keras.choices import CELL_NAMES, INITS
 
-CELLS: dict[str, type[keras.layers.RNN]] = {
-    "simple_rnn": keras.layers.SimpleRNN,
-    "lstm": keras.layers.LSTM,
-    "gru": keras.layers.GRU,
-}
+CELLS: dict[str, type[keras.layers.RNN]] = dict(
+    zip(CELL_NAMES, (keras.layers.SimpleRNN, keras.layers.LSTM, keras.layers.GRU), strict=True)
+)
 """Recurrent layer classes by the names `build_model(cell=...)` accepts."""
-
-INITS: tuple[str, ...] = ("default", "orthogonal", "glorot", "irnn")
-"""Initialisation schemes accepted by `build_model(init=...)`."""
 
 
 def _initializers(init: str, seed: int | None, units: int) -> dict:

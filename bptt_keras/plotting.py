@@ -1,7 +1,11 @@
-"""Plots of training runs and forecasts. Every function returns matplotlib objects; none shows.
+"""Plots of training runs and forecasts, drawn the way pandas and seaborn draw.
 
-Use the Agg backend for scripts and tests (`matplotlib.use("Agg")`); notebooks display the
-returned figures themselves.
+Every function takes `ax=`: with `ax=None` it draws on pyplot's current axes (a new pyplot
+figure when there is none), so a notebook cell shows the plot inline and a script can call
+`plt.show()` or `plt.savefig(...)`; with an explicit `ax` it draws there and touches no pyplot
+state. Long-lived code that saves many figures (the command line, the experiments) passes
+`ax=new_axes()`, a figure outside pyplot that is freed once saved. Every function returns the
+`Axes` it drew on.
 """
 
 from __future__ import annotations
@@ -15,13 +19,36 @@ from matplotlib.figure import Figure
 from bptt_keras._validation import as_float_array, describe
 
 
-def _new_axes(ax: Axes | None, figsize=(6.4, 4.0)) -> Axes:
+def new_axes(figsize: tuple[float, float] = (6.4, 4.0)) -> Axes:
+    """Axes on a new figure outside pyplot: nothing keeps it alive once you drop it.
+
+    Args:
+        figsize: figure size in inches.
+
+    Returns:
+        The `Axes`; save it with `ax.figure.savefig(path)`.
+
+    Example:
+
+    >>> ax = plot_loss_curves(history, ax=new_axes())
+    >>> ax.figure.savefig("loss.png")
+    """
+    return Figure(figsize=figsize, layout="constrained").add_subplot()
+
+
+def _axes(ax: Axes | None, figsize=(6.4, 4.0)) -> Axes:
+    """`ax` checked, or pyplot's current axes (a new figure of `figsize` if none is open)."""
     if ax is not None:
         if not isinstance(ax, Axes):
             raise TypeError(f"`ax` must be a matplotlib Axes or None. Received: {describe(ax)}")
         return ax
-    figure = Figure(figsize=figsize, layout="constrained")
-    return figure.add_subplot()
+    # Imported here: pyplot picks a GUI or inline backend when imported, which code that only
+    # draws on explicit axes (the CLI, the experiments) should not trigger.
+    import matplotlib.pyplot as plt
+
+    if not plt.get_fignums():
+        plt.figure(figsize=figsize, layout="constrained")
+    return plt.gca()
 
 
 def _label(ax: Axes, xlabel: str, ylabel: str, title: str | None) -> Axes:
@@ -59,7 +86,7 @@ def plot_loss_curves(
     Args:
         history: a `keras.callbacks.History` (from `model.fit` or `bptt_keras.fit`) or a dict
             `{"loss": [...], "val_loss": [...], ...}`.
-        ax: axes to draw on; a new figure is made if None (get it with `ax.figure`).
+        ax: axes to draw on; None: pyplot's current axes (a new figure if none is open).
         keys: which entries to plot; default every entry whose name ends in "loss".
         log_scale: logarithmic y axis (losses often fall by decades).
         title: axes title.
@@ -70,7 +97,8 @@ def plot_loss_curves(
 
     Example:
 
-    >>> ax = plot_loss_curves({"loss": [1.0, 0.5, 0.2], "val_loss": [1.1, 0.6, 0.4]})
+    >>> plot_loss_curves({"loss": [1.0, 0.5, 0.2], "val_loss": [1.1, 0.6, 0.4]})  # inline
+    >>> ax = plot_loss_curves(history, ax=new_axes())  # off pyplot, for scripts and loops
     >>> ax.figure.savefig("loss.png")
     """
     logs = _history_dict(history)
@@ -79,7 +107,7 @@ def plot_loss_curves(
     missing = [k for k in keys if k not in logs]
     if missing:
         raise ValueError(f"`keys` {missing} are not in the history. Available: {list(logs)}")
-    ax = _new_axes(ax)
+    ax = _axes(ax)
     for key in keys:
         epochs = np.arange(1, len(logs[key]) + 1)
         style = "--" if key.startswith("val_") else "-"
@@ -111,7 +139,7 @@ def plot_forecast(
         time: `(time,)` x values for `truth` (default `0..len(truth)-1`).
         split: x position of a vertical line marking where held-out data starts.
         split_label: legend label of that line.
-        ax: axes to draw on; a new figure if None.
+        ax: axes to draw on; None: pyplot's current axes (a new figure if none is open).
         title, xlabel, ylabel: labels.
 
     Returns:
@@ -128,7 +156,7 @@ def plot_forecast(
             "`predictions` must be a dict {label: (time, values)}. "
             f"Received: {describe(predictions)}"
         )
-    ax = _new_axes(ax, figsize=(8.0, 4.0))
+    ax = _axes(ax, figsize=(8.0, 4.0))
     ax.plot(x, values, color="0.3", lw=1.2, label="truth")
     for label, pair in predictions.items():
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
@@ -158,7 +186,7 @@ def plot_gradient_norms(
 
     Args:
         norms: `{label: (time,) array}`, e.g. from `gradient_norms_through_time`.
-        ax: axes to draw on; a new figure if None.
+        ax: axes to draw on; None: pyplot's current axes (a new figure if none is open).
         distance: x axis as the distance `T - 1 - t` to the last step (where the loss of a
             last-step task sits), so vanishing shows as a falling line; else the step `t`.
         title: axes title.
@@ -170,7 +198,7 @@ def plot_gradient_norms(
         raise TypeError(
             f"`norms` must be a non-empty dict {{label: array}}. Received: {describe(norms)}"
         )
-    ax = _new_axes(ax)
+    ax = _axes(ax)
     for label, values in norms.items():
         values = as_float_array(values, name=f"norms[{label!r}]", ranks=(1,), allow_nonfinite=True)
         steps = np.arange(values.shape[0])
@@ -189,7 +217,7 @@ def plot_block_plan(
     Args:
         time: sequence length `T`.
         k1, k2: the truncation (see `bptt_keras.truncation`).
-        ax: axes to draw on; a new figure if None.
+        ax: axes to draw on; None: pyplot's current axes (a new figure if none is open).
         title: axes title (default names the setting).
 
     Returns:
@@ -198,7 +226,7 @@ def plot_block_plan(
     from bptt_keras.truncation import plan_blocks
 
     blocks = plan_blocks(time, k1, k2)
-    ax = _new_axes(ax, figsize=(5.0, 0.5 + 0.4 * len(blocks)))
+    ax = _axes(ax, figsize=(5.0, 0.5 + 0.4 * len(blocks)))
     for row, block in enumerate(blocks):
         look = [(block.start, block.loss_start - block.start)]
         ax.broken_barh(look, (row - 0.35, 0.7), color="0.8", label="look-back (no loss)")

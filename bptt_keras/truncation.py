@@ -21,8 +21,6 @@ from __future__ import annotations
 import numbers
 from typing import NamedTuple
 
-import tensorflow as tf
-
 
 class Block(NamedTuple):
     """One block of the truncation plan, in time steps of the sequence.
@@ -123,6 +121,10 @@ def cut_state(states):
     Returns:
         The same structure with gradients stopped.
     """
+    # Imported here: the rest of this module is plain Python that `TrainConfig.validate` and
+    # the command line use before (or without) importing TensorFlow.
+    import tensorflow as tf
+
     return tf.nest.map_structure(tf.stop_gradient, states)
 
 

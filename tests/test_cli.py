@@ -30,6 +30,9 @@ def test_train_writes_a_complete_run_directory(tmp_path, capsys):
         "forecast.png",
         "gradient_norms.png",
         "gradient_norms.csv",
+        "scaler.json",
+        "versions.json",
+        "README.md",
     }
     assert {p.name for p in out.iterdir()} == expected
     history = json.loads((out / "history.json").read_text())
@@ -205,6 +208,7 @@ def test_truncated_bptt_with_checkpoints_and_resume(tmp_path):
     assert c["loss"] == b["loss"]  # interrupted-and-resumed == uninterrupted
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_the_cli_exits_130_and_writes_no_run_directory(tmp_path):
     exe = Path(sys.executable).parent / "bptt-keras"
     out, ckpt = tmp_path / "run", tmp_path / "ckpt"

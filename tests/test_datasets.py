@@ -71,6 +71,7 @@ def test_load_csv_series_reads_columns_and_reports_problems(tmp_path):
         load_csv_series(empty, column="a")
 
 
+@pytest.mark.slow
 def test_wheel_ships_the_data_files(tmp_path):
     """A non-editable install must carry the CSVs and every subpackage: check the wheel."""
     root = data_dir().parent if data_dir().name == "data" else None

@@ -22,6 +22,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_cpu_devices_matches_single_device(tmp_path):
     out = tmp_path / "mirrored.npz"
     done = subprocess.run(

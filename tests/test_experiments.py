@@ -5,7 +5,9 @@ The outcomes of the experiments themselves are checked when their notebooks run 
 """
 
 import csv
+import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -13,13 +15,20 @@ from experiment_checks import check_gradients
 
 import bptt_keras as bk
 from bptt_keras.cli import main
-from bptt_keras.experiments import EXPERIMENTS, Report, get_experiment, markdown_table
+from bptt_keras.experiments import (
+    EXPERIMENTS,
+    Report,
+    get_experiment,
+    markdown_table,
+    run_experiment,
+)
 from bptt_keras.experiments.forecasting import ar_closed_loop, ar_one_step, fit_linear_ar
 from bptt_keras.experiments.gradients import (
     cliff_loss_and_grad,
     descend,
     jacobian_bound_ratio,
 )
+from bptt_keras.progress import Progress
 from bptt_keras.tasks import (
     ADDING_BASELINE_MSE,
     adding_problem,
@@ -198,6 +207,12 @@ def test_reproduce_bad_input_is_one_line_and_exit_2(argv, words, capsys, tmp_pat
     assert not (tmp_path / "r").exists()
 
 
+def test_overrides_replace_settings_and_unknown_ones_are_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['delay'\].*delays"):
+        run_experiment("copy", quick=True, out=tmp_path / "c", overrides={"delay": [5]})
+    assert not (tmp_path / "c").exists()  # refused before anything is written
+
+
 def test_reproduce_writes_the_run_directory_and_refuses_an_existing_one(tmp_path, capsys):
     out = tmp_path / "grad"
     assert main(["reproduce", "gradients", "--quick", "--out", str(out)]) == 0
@@ -228,11 +243,15 @@ def test_model_comparison_is_deterministic_under_a_seed():
         "global_clipnorm": 1.0,
     }
 
-    def run(seed):
+    def run(seed, progress=None):
         kwargs = dict(make_data=adding_problem, input_dim=2, output_dim=1, loss="mse")
-        return compare_models(cfg, seed, lengths=[6], **kwargs)[6]
+        return compare_models(cfg, seed, lengths=[6], progress=progress, **kwargs)[6]
 
-    first, second, other = run(0), run(0), run(1)
+    log = io.StringIO()
+    first, second, other = run(0, Progress("adding", 2, stream=log)), run(0), run(1)
+    lines = log.getvalue().splitlines()  # one line per finished model, with the time left
+    assert re.fullmatch(r"\[adding\] 1/2 LSTM, T = 6 - 0:\d\d elapsed, ~0:\d\d left", lines[0])
+    assert re.fullmatch(r"\[adding\] 2/2 GRU, T = 6 - 0:\d\d elapsed", lines[1])
     for name in cfg["models"]:
         np.testing.assert_array_equal(first[name][1], second[name][1])
         np.testing.assert_array_equal(first[name][0], [0, 2, 4])  # updates: 2 per epoch

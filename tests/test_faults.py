@@ -61,6 +61,7 @@ def _assert_same_run(run, reference):
         np.testing.assert_array_equal(final[key], ref_final[key])
 
 
+@pytest.mark.slow
 def test_sigkill_mid_training_then_resume_gives_the_same_losses(tmp_path, reference):
     run = tmp_path / "run"
     proc = _run_worker(run, "--slow", "0.2", wait=False)
@@ -77,6 +78,7 @@ def test_sigkill_mid_training_then_resume_gives_the_same_losses(tmp_path, refere
     assert len(_steps(run)) <= 18 + 2
 
 
+@pytest.mark.slow
 def test_ctrl_c_writes_a_checkpoint_and_exits_cleanly(tmp_path, reference):
     run = tmp_path / "run"
     proc = _run_worker(run, "--slow", "0.2", wait=False)

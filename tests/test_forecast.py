@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from bptt_keras import build_model, forecast, predict_next
-from bptt_keras.forecast import errors
+from bptt_keras.prediction import errors
 
 
 @pytest.mark.parametrize("cell", ["simple_rnn", "lstm", "gru"])

@@ -19,6 +19,7 @@ def test_there_are_notebooks():
     assert set(CHECKS) <= {p.stem for p in NOTEBOOKS}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_executes(path, tmp_path, monkeypatch):
     notebook = nbformat.read(path, as_version=4)

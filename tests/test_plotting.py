@@ -1,10 +1,11 @@
-"""Plots return matplotlib objects with the data drawn, and never show."""
+"""Plots draw as pandas and seaborn do: on pyplot's current axes when `ax` is None (so a
+notebook shows them), on the given axes otherwise, and off pyplot with `new_axes()`."""
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from bptt_keras import plot_forecast, plot_loss_curves
+from bptt_keras import new_axes, plot_forecast, plot_loss_curves
 
 
 def test_loss_curves_plot_train_and_validation():
@@ -14,7 +15,47 @@ def test_loss_curves_plot_train_and_validation():
     np.testing.assert_array_equal(lines[0].get_ydata(), [1.0, 0.5, 0.25])
     np.testing.assert_array_equal(lines[0].get_xdata(), [1, 2, 3])
     assert ax.get_yscale() == "log"
-    assert plt.get_fignums() == []  # library code does not open pyplot figures
+
+
+@pytest.fixture(autouse=True)
+def no_figures():
+    """Each test starts without pyplot figures (plots with `ax=None` use the current one)."""
+    plt.close("all")
+    yield
+    plt.close("all")
+
+
+def test_without_ax_plots_draw_on_the_current_pyplot_axes():
+    ax = plot_loss_curves({"loss": [1.0, 0.5]})
+    assert plt.get_fignums() == [ax.figure.number] and ax is plt.gca()
+    again = plot_forecast(np.arange(4.0), {})  # seaborn's rule: the same current axes
+    assert again is ax and len(ax.get_lines()) == 2
+    plt.figure()
+    assert plot_loss_curves({"loss": [1.0]}) is not ax  # a new current figure is used
+
+
+def test_explicit_axes_and_new_axes_leave_pyplot_alone():
+    ax = plot_loss_curves({"loss": [1.0, 0.5]}, ax=new_axes((3.0, 2.0)))
+    assert plt.get_fignums() == []  # the CLI and experiments save such figures, then drop them
+    assert tuple(ax.figure.get_size_inches()) == (3.0, 2.0)
+    with pytest.raises(TypeError, match="`ax` must be a matplotlib Axes"):
+        plot_loss_curves({"loss": [1.0]}, ax="left")
+
+
+def test_a_notebook_cell_shows_the_plot(tmp_path, monkeypatch):
+    """The issue's case: `bk.plot_loss_curves(h)` in a Jupyter cell displays a picture (no
+    `%matplotlib` magic, no MPLBACKEND: the kernel's defaults, as a user has them)."""
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    import nbformat
+    from nbclient import NotebookClient
+
+    cell = "import bptt_keras as bk\nbk.plot_loss_curves({'loss': [1.0, 0.5, 0.3]})"
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)])
+    NotebookClient(
+        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
+    ).execute()
+    outputs = notebook.cells[0].outputs
+    assert any("image/png" in o.get("data", {}) for o in outputs), outputs
 
 
 def test_loss_curves_accept_keras_history_and_existing_axes():

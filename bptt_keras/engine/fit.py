@@ -149,7 +149,8 @@ def fit(
             to float rounding for a last partial batch (padded in the graph with weight-0
             rows, so that every batch shares one compiled function). The data are held as
             one tensor for the run (a copy of `x`, `y`).
-        verbose: 0 silent, 1 progress bar, 2 one line per epoch, "auto" (1).
+        verbose: 0 silent, 1 progress bar, 2 one line per epoch, "auto": 1 in a terminal or
+            notebook, 2 when output goes to a file or pipe (a bar there is one endless line).
 
     Returns:
         A `keras.callbacks.History`: `history.history["loss"]`, `["grad_norm"]` (mean global

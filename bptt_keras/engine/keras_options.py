@@ -135,9 +135,12 @@ def check_regularisers(model) -> None:
 
 
 def check_verbose(verbose) -> int:
-    """0, 1, 2, or "auto" (1, as in Keras)."""
+    """0, 1, 2, or "auto": 1 (a progress bar) in a terminal or notebook, else 2 (one line per
+    epoch). Keras' "auto" is always 1, whose bar becomes one endless line in a log file."""
     if verbose == "auto":
-        return 1
+        from bptt_keras.progress import interactive
+
+        return 1 if interactive() else 2
     if isinstance(verbose, bool) or verbose not in (0, 1, 2):
         raise ValueError(f"`verbose` must be 0, 1, 2 or 'auto'. Received: {describe(verbose)}")
     return int(verbose)

@@ -96,7 +96,13 @@ def get_experiment(name: str) -> Experiment:
 
 
 def run_experiment(
-    name: str, *, quick: bool = False, out: str | Path | None = None, seed: int = 0
+    name: str,
+    *,
+    quick: bool = False,
+    out: str | Path | None = None,
+    seed: int = 0,
+    overrides: dict | None = None,
+    verbose: int = 1,
 ) -> Report:
     """Runs one experiment and writes its run directory.
 
@@ -106,6 +112,10 @@ def run_experiment(
             default the full CPU-sized version.
         out: run directory; default `runs/reproduce-<name>-<time>`.
         seed: seed of data, weights and shuffling (runs are deterministic on CPU).
+        overrides: configuration entries replacing the mode's (e.g. `{"delays": [10, 30]}`);
+            an unknown key is an error. The run's `config.json` records the result.
+        verbose: 1 prints one line per finished unit of work (model, length, elapsed time,
+            estimated time left), 0 nothing.
 
     Returns:
         The `Report`: `report.tables` (name -> list of row dicts), `report.files`.
@@ -118,9 +128,16 @@ def run_experiment(
     experiment = get_experiment(name)
     seed = check_int(seed, name="seed", minimum=0)
     module = experiment.load()
-    config = module.CONFIG["quick" if quick else "full"]
+    config = dict(module.CONFIG["quick" if quick else "full"])
+    unknown = sorted(set(overrides or {}) - set(config))
+    if unknown:
+        raise ValueError(
+            f"`overrides` has unknown key(s) {unknown} for experiment {name!r}; its settings "
+            f"are: {', '.join(config)}."
+        )
+    config.update(overrides or {})
     out = Path(out or f"runs/reproduce-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    report = Report(name, out, quick=quick, seed=seed, config=config)
+    report = Report(name, out, quick=quick, seed=seed, config=config, verbose=verbose)
     module.run(report)
     return report
 

@@ -91,6 +91,7 @@ def compare_models(
     input_dim: int,
     output_dim: int,
     loss: str,
+    progress=None,
 ) -> dict:
     """Trains every model of `cfg["models"]` on a task at every length, full BPTT.
 
@@ -101,6 +102,7 @@ def compare_models(
         lengths: sequence lengths (or delays) to train at.
         make_data: `make_data(n, length, seed=...)` -> `(x, y)` or `(x, y, mask)`.
         input_dim, output_dim, loss: as the task needs.
+        progress: a `bptt_keras.progress.Progress` told of each finished model, or None.
 
     Returns:
         `{length: {model: (updates, val_losses)}}` (see `learning_curve`).
@@ -125,6 +127,8 @@ def compare_models(
                 loss=loss,
                 seed=seed,
             )
+            if progress is not None:
+                progress.done(f"{name}, T = {length}")
     return curves
 
 

@@ -61,6 +61,7 @@ def run(report) -> None:
         input_dim=2,
         output_dim=1,
         loss="mse",
+        progress=report.progress(len(cfg["lengths"]) * len(cfg["models"])),
     )
     report_comparison(
         report,

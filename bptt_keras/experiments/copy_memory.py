@@ -59,6 +59,7 @@ def run(report) -> None:
         input_dim=COPY_SYMBOLS + 2,
         output_dim=COPY_SYMBOLS + 1,
         loss="sparse_categorical_crossentropy",
+        progress=report.progress(len(cfg["delays"]) * len(cfg["models"])),
     )
     report_comparison(
         report,

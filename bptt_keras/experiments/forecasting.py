@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from numpy.lib.stride_tricks import sliding_window_view
 
 from bptt_keras.config import TrainConfig
-from bptt_keras.forecast import errors
+from bptt_keras.prediction import errors
 from bptt_keras.run import train
 
 CONFIG = {
@@ -140,8 +140,10 @@ def run(report) -> None:
     """Trains and scores every series; writes `results.*` and `forecasts.png`."""
     cfg = report.config
     rows, plots = [], {}
+    progress = report.progress(len(cfg["series"]))
     for name, spec in cfg["series"].items():
         series_rows, plots[name] = _one_series(name, spec, cfg, report.seed)
+        progress.done(name)
         rows += series_rows
     for row in rows:  # rank within (series, forecast kind): 1 = lowest RMSE
         peers = sorted(

@@ -110,8 +110,15 @@ def run(report) -> None:
     cfg = report.config
     sizes = {key: cfg[key] for key in ("units", "batch", "segment", "k")}
     jobs = [(mode, steps) for steps in cfg["lengths"] for mode in cfg["modes"]]
+    progress = report.progress(len(jobs))
+
+    def one(job):
+        result = measure(*job, **sizes)
+        progress.done(f"{job[0]}, T = {job[1]}")
+        return result
+
     with ThreadPoolExecutor(max_workers=cfg["parallel"]) as pool:
-        results = list(pool.map(lambda job: measure(*job, **sizes), jobs))
+        results = list(pool.map(one, jobs))
     by = {(r["mode"], r["T"]): r for r in results}
     first = cfg["lengths"][0]
     rows = []

@@ -21,6 +21,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bptt_keras.progress import Progress
+
 
 def _cell(value: Any) -> str:
     """A table cell: floats with 4 significant digits, everything else as text."""
@@ -50,6 +52,7 @@ class Report:
         quick: whether this is the minutes-sized version.
         seed: the run's seed.
         config: the sizes and settings used (written to `config.json`).
+        verbose: 1 prints a line per finished unit of work (`progress`), 0 nothing.
 
     Example:
 
@@ -58,14 +61,20 @@ class Report:
     >>> report.finish("One line of summary.")
     """
 
-    def __init__(self, name: str, out: str | Path, *, quick: bool, seed: int, config: dict):
-        self.name, self.quick, self.seed = name, bool(quick), int(seed)
+    def __init__(
+        self, name: str, out: str | Path, *, quick: bool, seed: int, config: dict, verbose: int = 1
+    ):
+        self.name, self.quick, self.seed, self.verbose = name, bool(quick), int(seed), verbose
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.config = {"experiment": name, "quick": self.quick, "seed": self.seed, **config}
         self.tables: dict[str, list[dict]] = {}
         self.files: dict[str, Path] = {}
         self._sections: list[str] = []
+
+    def progress(self, total: int) -> Progress:
+        """A `Progress` for `total` units of this experiment (silent when `verbose=0`)."""
+        return Progress(self.name, total, enabled=bool(self.verbose))
 
     def table(
         self, name: str, rows: list[dict], *, title: str, notes: str = ""

@@ -78,6 +78,7 @@ def compare_truncations(
     learning_rate: float,
     global_clipnorm: float | None,
     seed: int,
+    progress=None,
 ) -> tuple[list[dict], dict]:
     """Trains one model per truncation on the delayed echo and scores what it learned.
 
@@ -87,6 +88,7 @@ def compare_truncations(
         lag: the echo's delay.
         cell, units: the model (`build_model`).
         epochs, batch_size, learning_rate, global_clipnorm, seed: the training (Adam).
+        progress: a `bptt_keras.progress.Progress` told of each finished run, or None.
 
     Returns:
         `(rows, curves)`: one row per run (k1, k2, the share of steps whose window covers
@@ -114,6 +116,8 @@ def compare_truncations(
             verbose=0,
         )
         losses = history.history["val_loss"]
+        if progress is not None:
+            progress.done(name)
         curves[name] = losses
         window = k2 or length
         rows.append(
@@ -184,6 +188,7 @@ def run(report) -> None:
         train, val, cfg["runs"], lag=lag, cell=cfg["cell"], units=cfg["units"],
         epochs=cfg["epochs"], batch_size=cfg["batch_size"],
         learning_rate=cfg["learning_rate"], global_clipnorm=cfg["global_clipnorm"], seed=seed,
+        progress=report.progress(len(cfg["runs"])),
     )  # fmt: skip
     report.table(
         "results",
