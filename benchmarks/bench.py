@@ -5,6 +5,8 @@
     python benchmarks/bench.py --quick               # a smoke run (tiny sizes, 2 rounds)
     python benchmarks/bench.py --workloads tbptt --rounds 3
                                                      # truncated BPTT over a long stream
+    python benchmarks/bench.py --workloads charlm --charlm-seconds 60 --rounds 1
+                                                     # character LM vs PyTorch, equal time
     python benchmarks/bench.py --workloads large --configs engine_fast --ref HEAD
                                                      # keras_fit, engine_fast and, in the
                                                      # same rounds, engine_fast as of HEAD
@@ -37,6 +39,19 @@ update (epoch time / updates per epoch) of
 each trains three epochs in a fresh subprocess; the median of epochs 2 and 3 is reported (the
 first pays tracing and compilation), interleaved rounds, ratios to keras_stateful and to
 engine_full measured in the same rounds.
+
+Character language model (`charlm`, opt-in: `--workloads charlm`): Tiny Shakespeare,
+Embedding(64) -> 2 x LSTM(256) -> Linear(65) logits, batch 32, TBPTT k = 100, Adam(2e-3),
+global clipnorm 5, mean cross-entropy per character, in each framework for the same
+wall-clock budget (`--charlm-seconds`, default 120 s), then scored on the validation stream:
+    torch        pytorch/examples `word_language_model/main.py` (batchify, get_batch,
+                 repackage_hidden per chunk, clip_grad_norm_, evaluate()), with Adam
+    engine       `bk.fit(stateful model, token_stream_batches(seq_len=k))`: one block per
+                 batch, the state carried from batch to batch
+    engine_rows  `bk.fit(model, token_rows (32, row_len), k1=k)`: the long rows
+Reported: training characters per second after the first compiled call (which pays the
+compilation; its time is reported too), the ratio to torch, and the validation loss in
+nats and bits per character after the budget; `--rounds` interleaved rounds (default 3).
 
 Memory workload: peak resident memory of full-BPTT gradient steps of LSTM(128) + Dense,
 batch 32, for T in 100, 1000, 4000, each in a fresh subprocess: the peak RSS (reset with
@@ -482,6 +497,387 @@ def tbptt_markdown(result):
     return "\n".join(lines)
 
 
+# ---- character language model (Tiny Shakespeare) ----------------------------------------
+
+CHARLM = {  # the sizes of both frameworks' models and of their training
+    "embedding": 64,  # E
+    "units": 256,  # H, per LSTM layer
+    "layers": 2,
+    "batch": 32,  # B, columns of the stream
+    "bptt": 100,  # k, steps per update
+    "lr": 2e-3,  # Adam
+    "clip": 5.0,  # global gradient norm
+    "chars": None,  # the whole text
+}
+CHARLM_QUICK = {**CHARLM, "embedding": 16, "units": 32, "batch": 8, "bptt": 50, "chars": 20_000}
+CHARLM_SECONDS = 120.0  # wall-clock training budget per run (--charlm-seconds)
+CHARLM_SECONDS_QUICK = 5.0
+CHARLM_VAL_FRACTION = 0.1  # nanoGPT's split: the first 90 % trains, the last 10 % validates
+
+
+class _Budget:
+    """Stops a `bptt_keras.fit` run once `seconds` have passed since `start` (and at least
+    one compiled call after the first has ended, so that a rate can be measured), without
+    batch hooks: a callback with batch hooks would make `fit` end its compiled calls at
+    every batch, which is not the default being measured. A thread polls the optimizer's
+    update counter: `marks` records `(time, updates)` at every change (the end of a compiled
+    call); `fit` checks `model.stop_training` after every call."""
+
+    def __init__(self, model, optimizer, seconds, start):
+        import threading
+
+        self.model, self.optimizer, self.seconds, self.start = model, optimizer, seconds, start
+        self.marks: list[tuple[float, int]] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+
+    def _poll(self):
+        last = 0
+        while not self.done.wait(0.01):
+            updates = int(self.optimizer.iterations.numpy())
+            now = time.perf_counter()
+            if updates != last:
+                self.marks.append((now, updates))
+                last = updates
+            if now - self.start >= self.seconds and len(self.marks) >= 2:
+                self.model.stop_training = True
+
+    def close(self, end):
+        self.done.set()
+        self.thread.join()
+        updates = int(self.optimizer.iterations.numpy())
+        if not self.marks or self.marks[-1][1] != updates:
+            self.marks.append((end, updates))
+
+
+def _charlm_rate(spec, first, last):
+    """Training characters per second between two `(time, updates)` marks (None if equal)."""
+    (t1, n1), (t2, n2) = first, last
+    return (n2 - n1) * spec["batch"] * spec["bptt"] / (t2 - t1) if n2 > n1 else None
+
+
+def _charlm_engine_run(spec, data, seconds, stateful):
+    import keras
+
+    import bptt_keras as bk
+
+    vocab, batch = int(data["vocab_size"]), spec["batch"]
+    sizes = dict(
+        vocab_size=vocab, embedding_dim=spec["embedding"], num_layers=spec["layers"], seed=0
+    )
+    if stateful:  # one k-step block per batch, the state carried from batch to batch
+        model = bk.build_model("lstm", spec["units"], stateful=True, batch_size=batch, **sizes)
+        x, y, extra = data["x_stream"], data["y_stream"], {}
+    else:  # the long rows, one update per k-step block (16 updates per call, as `engine`)
+        model = bk.build_model("lstm", spec["units"], **sizes)
+        x, y = data["x_rows"], data["y_rows"]
+        extra = {"k1": spec["bptt"], "steps_per_execution": 16}
+    optimizer = keras.optimizers.Adam(spec["lr"])
+    start = time.perf_counter()
+    budget = _Budget(model, optimizer, seconds, start)
+    try:
+        history = bk.fit(
+            model, x, y, batch_size=batch, shuffle=False, epochs=1_000_000, verbose=0, seed=0,
+            loss="sparse_categorical_crossentropy", optimizer=optimizer,
+            global_clipnorm=spec["clip"], **extra,
+        )  # fmt: skip
+    finally:
+        end = time.perf_counter()
+        budget.close(end)
+    first = budget.marks[0]
+    if stateful:
+        scored = model
+    else:  # the same weights in a stateful model, scored like `engine`'s
+        scored = bk.build_model("lstm", spec["units"], stateful=True, batch_size=batch, **sizes)
+        scored.set_weights(model.get_weights())
+    eval_start = time.perf_counter()
+    val = bk.evaluate(
+        scored, data["xv_stream"], data["yv_stream"], batch_size=batch,
+        loss="sparse_categorical_crossentropy",
+    )  # fmt: skip
+    return {
+        "train_s": end - start,
+        "updates": budget.marks[-1][1],
+        "first_call_s": first[0] - start,
+        "first_call_updates": first[1],
+        "chars_per_s": _charlm_rate(spec, first, budget.marks[-1]),
+        "train_loss": float(history.history["loss"][-1]),
+        "val_nats": float(val),
+        "eval_s": time.perf_counter() - eval_start,
+    }
+
+
+def charlm_engine(spec, data, seconds):
+    return _charlm_engine_run(spec, data, seconds, stateful=True)
+
+
+def charlm_engine_rows(spec, data, seconds):
+    return _charlm_engine_run(spec, data, seconds, stateful=False)
+
+
+def charlm_torch(spec, data, seconds):
+    """pytorch/examples `word_language_model/main.py`: its `RNNModel` (Embedding -> LSTM ->
+    Linear -> log_softmax, `init_weights`), `batchify`, `get_batch`, `repackage_hidden`,
+    `clip_grad_norm_` and `evaluate`, with Adam instead of its hand-written SGD, no
+    dropout, and a wall-clock budget instead of a number of epochs."""
+    import torch
+    from torch import nn
+    from torch.nn import functional
+
+    torch.manual_seed(0)
+    torch.set_num_threads(os.cpu_count() or 1)
+    ntokens, bptt, batch = int(data["vocab_size"]), spec["bptt"], spec["batch"]
+
+    class RNNModel(nn.Module):
+        def __init__(self, ntoken, ninp, nhid, nlayers):
+            super().__init__()
+            self.encoder = nn.Embedding(ntoken, ninp)
+            self.rnn = nn.LSTM(ninp, nhid, nlayers)
+            self.decoder = nn.Linear(nhid, ntoken)
+            self.nhid, self.nlayers = nhid, nlayers
+            initrange = 0.1
+            nn.init.uniform_(self.encoder.weight, -initrange, initrange)
+            nn.init.zeros_(self.decoder.bias)
+            nn.init.uniform_(self.decoder.weight, -initrange, initrange)
+
+        def forward(self, source, hidden):
+            output, hidden = self.rnn(self.encoder(source), hidden)
+            decoded = self.decoder(output).view(-1, self.decoder.out_features)
+            return functional.log_softmax(decoded, dim=1), hidden
+
+        def init_hidden(self, bsz):
+            weight = next(self.parameters())
+            shape = (self.nlayers, bsz, self.nhid)
+            return (weight.new_zeros(shape), weight.new_zeros(shape))
+
+    def batchify(ids, bsz):  # (T, B), time-major: column j is the j-th stretch of the text
+        ids = torch.from_numpy(ids.astype("int64"))
+        nbatch = ids.size(0) // bsz
+        return ids.narrow(0, 0, nbatch * bsz).view(bsz, -1).t().contiguous()
+
+    def get_batch(source, i):
+        seq_len = min(bptt, len(source) - 1 - i)
+        return source[i : i + seq_len], source[i + 1 : i + 1 + seq_len].reshape(-1)
+
+    def repackage_hidden(h):
+        return h.detach() if isinstance(h, torch.Tensor) else tuple(map(repackage_hidden, h))
+
+    model = RNNModel(ntokens, spec["embedding"], spec["units"], spec["layers"])
+    criterion = nn.NLLLoss()
+    # Keras' Adam epsilon (1e-7), so that both run the same optimizer.
+    optimizer = torch.optim.Adam(model.parameters(), lr=spec["lr"], eps=1e-7)
+    train_data, val_data = batchify(data["train"], batch), batchify(data["val"], batch)
+
+    start = time.perf_counter()
+    marks, chars, stop = [], 0, False
+    while not stop:  # epochs
+        model.train()
+        hidden = model.init_hidden(batch)
+        epoch_loss, epoch_chars = 0.0, 0
+        for i in range(0, train_data.size(0) - 1, bptt):
+            source, targets = get_batch(train_data, i)
+            hidden = repackage_hidden(hidden)
+            model.zero_grad()
+            output, hidden = model(source, hidden)
+            loss = criterion(output, targets)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), spec["clip"])
+            optimizer.step()
+            epoch_loss += loss.item() * targets.numel()  # .item(): the update is done
+            epoch_chars += targets.numel()
+            chars += targets.numel()
+            marks.append((time.perf_counter(), chars))
+            if marks[-1][0] - start >= seconds and len(marks) >= 2:
+                stop = True
+                break
+    end = marks[-1][0]
+
+    def evaluate(data_source):
+        model.eval()
+        total_loss = 0.0
+        hidden = model.init_hidden(batch)
+        with torch.no_grad():
+            for i in range(0, data_source.size(0) - 1, bptt):
+                source, targets = get_batch(data_source, i)
+                output, hidden = model(source, hidden)
+                hidden = repackage_hidden(hidden)
+                total_loss += len(source) * criterion(output, targets).item()
+        return total_loss / (len(data_source) - 1)
+
+    eval_start = time.perf_counter()
+    val = evaluate(val_data)
+    (t1, c1), (t2, c2) = marks[0], marks[-1]
+    return {
+        "train_s": end - start,
+        "updates": len(marks),
+        "first_call_s": t1 - start,
+        "first_call_updates": 1,
+        "chars_per_s": (c2 - c1) / (t2 - t1),
+        "train_loss": epoch_loss / epoch_chars,
+        "val_nats": val,
+        "eval_s": time.perf_counter() - eval_start,
+    }
+
+
+CHARLM_CONFIGS = {
+    "torch": charlm_torch,  # the baseline
+    "engine": charlm_engine,
+    "engine_rows": charlm_engine_rows,
+}
+
+
+def charlm_child(config, quick, data_path, seconds):
+    """One budgeted training run and its validation in this (fresh) process; a JSON line."""
+    import numpy as np
+
+    spec = CHARLM_QUICK if quick else CHARLM
+    with np.load(data_path) as data:
+        arrays = dict(data)
+    print(json.dumps(CHARLM_CONFIGS[config](spec, arrays, float(seconds))))
+
+
+def charlm(rounds, quick, seconds, only=None):
+    """Interleaved rounds of budgeted runs; throughput and validation loss per run."""
+    import math
+    import tempfile
+
+    import numpy as np
+
+    from bptt_keras.text import (
+        Vocabulary,
+        load_shakespeare,
+        split_text,
+        token_rows,
+        token_stream_batches,
+    )
+
+    spec = CHARLM_QUICK if quick else CHARLM
+    text = load_shakespeare()
+    vocab = Vocabulary.from_text(text)  # from the whole text: all 65 characters
+    ids = np.asarray(vocab.encode(text[: spec["chars"]]), dtype=np.int32)
+    train, val = split_text(ids, val_fraction=CHARLM_VAL_FRACTION)
+    batch, bptt = spec["batch"], spec["bptt"]
+    x_stream, y_stream = token_stream_batches(train, batch_size=batch, seq_len=bptt)
+    xv_stream, yv_stream = token_stream_batches(val, batch_size=batch, seq_len=bptt)
+    # The long rows, cut to whole k-step blocks: the characters `engine` trains on (and no
+    # shorter last block, which would be a second compiled shape).
+    x_rows, y_rows = token_rows(train, batch_size=batch)
+    x_rows, y_rows = (a[:, : a.shape[1] // bptt * bptt] for a in (x_rows, y_rows))
+    data_path = os.path.join(tempfile.mkdtemp(prefix="bptt-bench-"), "charlm.npz")
+    np.savez(
+        data_path, vocab_size=len(vocab), train=train, val=val, x_stream=x_stream,
+        y_stream=y_stream, xv_stream=xv_stream, yv_stream=yv_stream, x_rows=x_rows,
+        y_rows=y_rows,
+    )  # fmt: skip
+    wanted = [c for c in CHARLM_CONFIGS if only is None or c in only or c == "torch"]
+    configs = [c for c in wanted if _available(c)]
+    skipped = [c for c in wanted if c not in configs]
+    runs = {c: [] for c in configs}
+    for round_ in range(rounds):
+        for config in configs:
+            child = ["--charlm-child", config, "--data", data_path, "--charlm-seconds"]
+            child += [str(seconds), *(["--quick"] if quick else [])]
+            runs[config].append(_child(*child))
+        print(
+            f"  charlm round {round_ + 1}/{rounds}: "
+            + ", ".join(
+                f"{c} {(runs[c][-1]['chars_per_s'] or 0):.0f} chars/s, "
+                f"val {runs[c][-1]['val_nats']:.3f}"
+                for c in configs
+            ),
+            flush=True,
+        )
+
+    def median(config, key):
+        values = [r[key] for r in runs[config] if r[key] is not None]
+        return statistics.median(values) if values else None
+
+    rows = []
+    for config in configs:
+        per_round = [
+            None if (r["chars_per_s"] is None or t["chars_per_s"] is None)
+            else r["chars_per_s"] / t["chars_per_s"]
+            for r, t in zip(runs[config], runs.get("torch", [{}] * rounds), strict=True)
+        ] if "torch" in configs else [None] * rounds  # fmt: skip
+        known = [r for r in per_round if r is not None]
+        rate = median(config, "chars_per_s")
+        first = median(config, "first_call_s")
+        first_updates = median(config, "first_call_updates")
+        compile_s = None if rate is None else first - first_updates * batch * bptt / rate
+        rows.append(
+            {
+                "config": config,
+                "chars_per_s": rate,
+                "ms_per_update": None if rate is None else 1000 * batch * bptt / rate,
+                "vs_torch": statistics.median(known) if known else None,
+                "per_round_vs_torch": per_round,
+                "first_call_s": first,
+                "first_call_updates": first_updates,
+                "compile_s": compile_s,  # the first call less its updates at the rate
+                "train_s": median(config, "train_s"),
+                "updates": median(config, "updates"),
+                "train_nats": median(config, "train_loss"),
+                "val_nats": median(config, "val_nats"),
+                "val_bits": median(config, "val_nats") / math.log(2),
+                "eval_s": median(config, "eval_s"),
+                "runs": runs[config],
+            }
+        )
+    return {
+        "spec": spec,
+        "seconds": seconds,
+        "vocab": len(vocab),
+        "train_chars": len(train),
+        "val_chars": len(val),
+        "rounds": rounds,
+        "rows": rows,
+        "skipped": skipped,
+    }
+
+
+def charlm_markdown(result):
+    spec = result["spec"]
+    lines = [
+        f"**charlm**: Tiny Shakespeare ({result['train_chars']} training / "
+        f"{result['val_chars']} validation characters, V = {result['vocab']}), "
+        f"Embedding({spec['embedding']}) -> {spec['layers']} x LSTM({spec['units']}) -> "
+        f"Linear(V), batch {spec['batch']}, TBPTT k = {spec['bptt']}, Adam({spec['lr']:g}), "
+        f"global clipnorm {spec['clip']:g}; each run trains for {result['seconds']:g} s of "
+        f"wall clock (compilation included), then scores the validation stream; median of "
+        f"{result['rounds']} interleaved rounds"
+        + (f" (skipped: {', '.join(result['skipped'])})" if result["skipped"] else ""),
+        "",
+        "| configuration | chars/s | ms / update | vs PyTorch | per round vs PyTorch "
+        "| first call (s) | compile (s) | trained (s) | updates | train loss, last epoch "
+        "| val loss (nats/char) | val (bits/char) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def fmt(value, spec_="{:.2f}"):
+        return "-" if value is None else spec_.format(value)
+
+    for row in result["rows"]:
+        rounds_ = " ".join(fmt(r) for r in row["per_round_vs_torch"])
+        lines.append(
+            f"| {row['config']} | {fmt(row['chars_per_s'], '{:.0f}')} | "
+            f"{fmt(row['ms_per_update'], '{:.1f}')} | {fmt(row['vs_torch'], '{:.2f}x')} | "
+            f"{rounds_} | {fmt(row['first_call_s'])} ({fmt(row['first_call_updates'], '{:.0f}')}"
+            f" updates) | {fmt(row['compile_s'], '{:.1f}')} | {fmt(row['train_s'], '{:.1f}')} | "
+            f"{fmt(row['updates'], '{:.0f}')} | {fmt(row['train_nats'], '{:.3f}')} | "
+            f"{fmt(row['val_nats'], '{:.3f}')} | {fmt(row['val_bits'], '{:.3f}')} |"
+        )
+    over = [r["config"] for r in result["rows"] if r["train_s"] > 1.1 * result["seconds"]]
+    if over:
+        lines += [
+            "",
+            f"Trained well past the budget (not at equal time): {', '.join(over)}. `fit` acts "
+            "on `stop_training` at batch boundaries only; for `engine_rows` a batch is all "
+            "the long rows, i.e. a whole epoch.",
+        ]
+    return "\n".join(lines)
+
+
 CONFIGS = {
     "keras_fit": run_keras_fit,
     "keras_fit_spe16": run_keras_fit_spe16,
@@ -741,6 +1137,8 @@ def markdown(report):
         lines.append("")
     if report.get("tbptt"):
         lines += [tbptt_markdown(report["tbptt"]), ""]
+    if report.get("charlm"):
+        lines += [charlm_markdown(report["charlm"]), ""]
     if report["memory"]:
         configs, steps_list, summary = memory_summary(report["memory"])
         lines += [
@@ -800,6 +1198,13 @@ def main():
     parser.add_argument(
         "--tbptt-child", nargs=3, metavar=("CONFIG", "CELL", "K"), help=argparse.SUPPRESS
     )
+    parser.add_argument(
+        "--charlm-seconds",
+        type=float,
+        help=f"charlm: wall-clock training budget per run (default {CHARLM_SECONDS:g} s; "
+        f"quick {CHARLM_SECONDS_QUICK:g} s)",
+    )
+    parser.add_argument("--charlm-child", metavar="CONFIG", help=argparse.SUPPRESS)
     parser.add_argument("--memory-child", nargs=2, metavar=("CONFIG", "T"), help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument(
@@ -815,6 +1220,9 @@ def main():
     if args.tbptt_child:
         tbptt_child(*args.tbptt_child, args.quick, args.data)
         return
+    if args.charlm_child:
+        charlm_child(args.charlm_child, args.quick, args.data, args.charlm_seconds)
+        return
     chosen = args.workloads.split(",")
     args.rounds_set = args.rounds is not None
     rounds = args.rounds or (2 if args.quick else 5)
@@ -822,14 +1230,21 @@ def main():
     only = None
     if args.configs:
         only = args.configs.split(",")
-        unknown = [c for c in only if c not in CONFIGS and c not in TBPTT_CONFIGS]
+        known = {*CONFIGS, *TBPTT_CONFIGS, *CHARLM_CONFIGS}
+        unknown = [c for c in only if c not in known]
         if unknown:
             parser.error(
-                f"unknown configurations {unknown}; choose from {list(CONFIGS)} (small, large) "
-                f"or {list(TBPTT_CONFIGS)} (tbptt)"
+                f"unknown configurations {unknown}; choose from {list(CONFIGS)} (small, large), "
+                f"{list(TBPTT_CONFIGS)} (tbptt) or {list(CHARLM_CONFIGS)} (charlm)"
             )
     ref = (args.ref, _ref_tree(args.ref)) if args.ref else None
-    report = {"versions": versions(), "throughput": [], "tbptt": None, "memory": []}
+    report = {
+        "versions": versions(),
+        "throughput": [],
+        "tbptt": None,
+        "charlm": None,
+        "memory": [],
+    }
     for workload in ("small", "large"):
         if workload in chosen:
             report["throughput"].append(
@@ -838,6 +1253,10 @@ def main():
     if "tbptt" in chosen:
         tbptt_rounds = args.rounds or (2 if args.quick else 3)
         report["tbptt"] = tbptt(tbptt_rounds, args.quick, only)
+    if "charlm" in chosen:
+        seconds = args.charlm_seconds or (CHARLM_SECONDS_QUICK if args.quick else CHARLM_SECONDS)
+        charlm_rounds = args.rounds or (1 if args.quick else 3)
+        report["charlm"] = charlm(charlm_rounds, args.quick, seconds, only)
     if "memory" in chosen:
         steps = (20, 60) if args.quick else MEMORY_STEPS
         memory_rounds = 1 if args.quick else (args.rounds if args.rounds_set else 3)

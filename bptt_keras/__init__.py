@@ -6,6 +6,10 @@ The public API:
   `with_explicit_state`, `zero_states`, `run_with_state`, `recurrent_layers`
 - data: `next_step_pairs`, `sliding_windows`, `split_by_time`, `stream_batches`,
   `fit_scaler`, `Scaler`, `load_series`, `load_csv_series`, `available_series`
+- text (character level): `load_shakespeare`, `load_text`, `Vocabulary`, `split_text`,
+  `token_rows`, `token_stream_batches`, `SHAKESPEARE_SHA256`; language models:
+  `build_model(..., vocab_size=V, dropout=p)`, `generate`, `sample_logits`,
+  `bits_per_token`, `perplexity`
 - prediction (`bptt_keras.prediction`): `predict_next`, `forecast`, `stream_predict`
 - BPTT engine: `fit`, `evaluate`, `bptt_gradients`, `plan_blocks`, `covered_fraction`
 - diagnostics: `gradient_norms_through_time`, `recurrent_spectrum`, `RecurrentSpectrum`,
@@ -92,7 +96,21 @@ _EXPORTS: dict[str, str] = {
     ),
     **dict.fromkeys(("train",), "bptt_keras.run"),
     **dict.fromkeys(("LoadedRun", "load_run"), "bptt_keras.rundir"),
+    **dict.fromkeys(
+        (
+            "SHAKESPEARE_SHA256",
+            "Vocabulary",
+            "load_shakespeare",
+            "load_text",
+            "split_text",
+            "token_rows",
+            "token_stream_batches",
+        ),
+        "bptt_keras.text",
+    ),
     **dict.fromkeys(("covered_fraction", "plan_blocks"), "bptt_keras.truncation"),
+    **dict.fromkeys(("generate", "sample_logits"), "bptt_keras.generation"),
+    **dict.fromkeys(("bits_per_token", "perplexity"), "bptt_keras.lm_scores"),
 }
 _SUBMODULES = ("tasks", "experiments")
 

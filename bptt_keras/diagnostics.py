@@ -86,7 +86,7 @@ def gradient_norms_through_time(
         def fn():
             yhat, _, _ = forward(
                 parts,
-                tf.cast(x, parts.dtype),
+                parts.cast_input(x),
                 parts.zero_states(batch),
                 probe_layer=index,
                 probe=probe,

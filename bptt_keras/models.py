@@ -19,7 +19,13 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-from bptt_keras._validation import as_float_array, check_choice, check_int, describe
+from bptt_keras._validation import (
+    as_float_array,
+    check_choice,
+    check_float,
+    check_int,
+    describe,
+)
 from bptt_keras.choices import CELL_NAMES, INITS
 
 CELLS: dict[str, type[keras.layers.RNN]] = dict(
@@ -69,8 +75,11 @@ def build_model(
     units: int = 50,
     *,
     input_dim: int = 1,
-    output_dim: int = 1,
+    output_dim: int | None = None,
     num_layers: int = 1,
+    vocab_size: int | None = None,
+    embedding_dim: int | None = None,
+    dropout: float = 0.0,
     stateful: bool = False,
     batch_size: int | None = None,
     init: str = "default",
@@ -82,12 +91,31 @@ def build_model(
 ) -> keras.Model:
     """Builds a sequence-to-sequence recurrent model with a per-step `Dense` head.
 
+    With `vocab_size`, the model is a token (e.g. character) language model in the layout of
+    PyTorch's `word_language_model` and Zaremba, Sutskever & Vinyals (2014):
+
+        ids (batch, time) int -> Embedding -> Dropout -> [RNN -> Dropout] x num_layers -> Dense
+                                                                   -> logits (batch, time, V)
+
+    Dropout acts on the non-recurrent connections only (the embedding's output, between
+    layers, before the head), as in both references: the recurrent connections stay exact,
+    so the engine's fast path still applies to every cell. It is active in training
+    (`training=True`, as `fit` calls the model) and off in evaluation and sampling.
+
     Args:
         cell: one of `"simple_rnn"`, `"lstm"`, `"gru"`.
         units: hidden units per recurrent layer.
         input_dim: features per time step of the input.
-        output_dim: features per time step of the output (the `Dense` head's units).
+        output_dim: features per time step of the output (the `Dense` head's units);
+            default 1, or `vocab_size` for a token model (one logit per token).
         num_layers: number of stacked recurrent layers.
+        vocab_size: if given, the model takes integer token ids `(batch, time)` in
+            `[0, vocab_size)` through an `Embedding` (then `input_dim` is not used) and its
+            head returns unnormalised logits: train it with
+            `loss="sparse_categorical_crossentropy"` (from logits).
+        embedding_dim: the embedding's width (token models only; default `units`).
+        dropout: rate of the dropout on the non-recurrent connections (see above), in
+            `[0, 1)`; 0 adds no layer. Seeded from `seed` when given.
         stateful: if True, the recurrent layers keep their final state as the initial state
             of the next batch (row `i` continues row `i`); requires `batch_size`.
         batch_size: fixed batch size, required when `stateful=True`; optional otherwise.
@@ -104,8 +132,8 @@ def build_model(
         name: model name; defaults to e.g. `"lstm_50x2"`.
 
     Returns:
-        A `keras.Model` mapping `(batch, time, input_dim)` to `(batch, time, output_dim)`.
-        Time may vary from call to call.
+        A `keras.Model` mapping `(batch, time, input_dim)` (or integer ids `(batch, time)`
+        with `vocab_size`) to `(batch, time, output_dim)`. Time may vary from call to call.
 
     Raises:
         ValueError: unknown `cell` or `init`, `"irnn"` with a gated cell, non-positive sizes,
@@ -116,13 +144,27 @@ def build_model(
     >>> model = build_model("lstm", 16, num_layers=2, seed=0)
     >>> model(np.zeros((4, 30, 1), "float32")).shape
     TensorShape([4, 30, 1])
+    >>> lm = build_model("lstm", 32, vocab_size=65, embedding_dim=16, dropout=0.2, seed=0)
+    >>> lm(np.zeros((4, 30), "int32")).shape
+    TensorShape([4, 30, 65])
     """
     check_choice(cell, name="cell", choices=CELLS)
     check_choice(init, name="init", choices=INITS)
     units = check_int(units, name="units")
     input_dim = check_int(input_dim, name="input_dim")
+    if vocab_size is not None:
+        vocab_size = check_int(vocab_size, name="vocab_size", minimum=2)
+        embedding_dim = check_int(embedding_dim or units, name="embedding_dim")
+    elif embedding_dim is not None:
+        raise ValueError(
+            f"`embedding_dim` needs `vocab_size` (an Embedding of token ids). Received: "
+            f"embedding_dim={embedding_dim}, vocab_size=None"
+        )
+    if output_dim is None:
+        output_dim = vocab_size or 1
     output_dim = check_int(output_dim, name="output_dim")
     num_layers = check_int(num_layers, name="num_layers")
+    dropout = check_float(dropout, name="dropout", low=0.0, high=1.0, high_inclusive=False)
     if batch_size is not None:
         batch_size = check_int(batch_size, name="batch_size")
     if seed is not None:
@@ -140,7 +182,23 @@ def build_model(
     if activation is None:
         activation = "relu" if init == "irnn" else "tanh"
 
-    layers = []
+    def drop(i: int) -> list[keras.layers.Layer]:
+        if not dropout:
+            return []
+        drop_seed = None if seed is None else seed + 5000 + i
+        return [keras.layers.Dropout(dropout, seed=drop_seed, name=f"dropout_{i}")]
+
+    layers: list[keras.layers.Layer] = []
+    if vocab_size is not None:
+        embed_init = keras.initializers.RandomUniform(
+            -0.1, 0.1, seed=None if seed is None else seed + 7777
+        )  # PyTorch word_language_model's init_weights
+        layers.append(
+            keras.layers.Embedding(
+                vocab_size, embedding_dim, embeddings_initializer=embed_init, name="embedding"
+            )
+        )
+        layers += drop(0)
     for i in range(num_layers):
         layer_seed = None if seed is None else seed + 10 * i
         layers.append(
@@ -154,14 +212,15 @@ def build_model(
                 **_initializers(init, layer_seed, units),
             )
         )
+        layers += drop(i + 1)
     head_init = keras.initializers.GlorotUniform(seed=None if seed is None else seed + 9999)
     head = keras.layers.Dense(
         output_dim, activation=output_activation, kernel_initializer=head_init, name="head"
     )
     return _assemble(
-        layers,
-        [head],
-        input_dim=input_dim,
+        [*layers, head],
+        input_shape=(None,) if vocab_size is not None else (None, input_dim),
+        input_dtype="int32" if vocab_size is not None else None,
         batch_size=batch_size,
         return_state=return_state,
         name=name or f"{cell}_{units}x{num_layers}",
@@ -175,22 +234,20 @@ def state_sizes(layer: keras.layers.RNN) -> list[int]:
 
 
 def _assemble(
-    recurrent: Sequence[keras.layers.RNN],
-    per_step: Sequence[keras.layers.Layer],
+    layers: Sequence[keras.layers.Layer],
     *,
-    input_dim: int,
+    input_shape: tuple,
+    input_dtype: str | None,
     batch_size: int | None,
     return_state: bool,
     name: str,
 ) -> keras.Model:
-    """Wires recurrent layers then per-step layers into a functional model."""
-    if batch_size is None:
-        x = keras.Input(shape=(None, input_dim), name="x")
-    else:
-        x = keras.Input(batch_shape=(batch_size, None, input_dim), name="x")
+    """Wires a chain of layers into a functional model (recurrent layers get explicit state
+    inputs and outputs when `return_state`)."""
+    x = keras.Input(batch_shape=(batch_size, *input_shape), dtype=input_dtype, name="x")
     inputs, finals, h = [x], [], x
-    for layer in recurrent:
-        if return_state:
+    for layer in layers:
+        if return_state and isinstance(layer, keras.layers.RNN):
             initial = [
                 keras.Input(batch_shape=(batch_size, size), name=f"{layer.name}_state{k}")
                 for k, size in enumerate(state_sizes(layer))
@@ -201,8 +258,6 @@ def _assemble(
             finals += states
         else:
             h = layer(h)
-    for layer in per_step:
-        h = layer(h)
     if return_state:
         return keras.Model(inputs, [h, *finals], name=name)
     return keras.Model(x, h, name=name)
@@ -311,54 +366,82 @@ def set_states(model: keras.Model, states: Sequence[Sequence[np.ndarray]]) -> No
             variable.assign(array)
 
 
-def split_layers(
-    model: keras.Model,
-) -> tuple[list[keras.layers.RNN], list[keras.layers.Layer]]:
-    """Splits a `build_model`-style model into its recurrent stack and its per-step layers.
+def layer_chain(model: keras.Model) -> list[keras.layers.Layer]:
+    """The layers of a `build_model`-style model, in order from input to output.
+
+    The engine unrolls a chain: optional per-step layers (e.g. `Embedding`, `Dropout`), then
+    recurrent layers, each optionally followed by per-step layers (`Dropout` between layers,
+    the `Dense` head after the last). "Per-step" means the layer acts on every time step
+    alone, as `Embedding`, `Dropout`, `Dense` and `Activation` do.
 
     Args:
-        model: a model whose layers are recurrent layers (all `return_sequences=True`)
-            followed by layers applied to every time step (e.g. the `Dense` head).
+        model: a Keras model.
 
     Returns:
-        `(recurrent, per_step)`, two lists of layers in order.
+        The model's layers without its `InputLayer`s, in order.
 
     Raises:
         TypeError: `model` is not a keras.Model.
-        ValueError: any other architecture.
+        ValueError: no recurrent layer, a recurrent layer without `return_sequences=True`,
+            or a layer that produces a mask (masking is not implemented by the engine).
     """
     recurrent = recurrent_layers(model)
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    n = len(recurrent)
-    if n == 0 or layers[:n] != recurrent:
+    if not recurrent:
         raise ValueError(
-            f"`model` must be a stack of recurrent layers followed by per-step layers, as "
-            f"`build_model` returns. Received layers: {[type(layer).__name__ for layer in layers]}"
+            f"`model` must contain recurrent layers (SimpleRNN, LSTM, GRU), as `build_model` "
+            f"builds. Received layers: {[type(layer).__name__ for layer in layers]}"
         )
     if not all(layer.return_sequences for layer in recurrent):
         raise ValueError(
             "`model`'s recurrent layers must all have `return_sequences=True` (one output per "
             "time step), as `build_model` builds them."
         )
-    return recurrent, layers[n:]
+    for layer in layers:
+        if isinstance(layer, keras.layers.Masking) or getattr(layer, "mask_zero", False):
+            raise ValueError(
+                f"Layer {layer.name!r} produces a mask, which the BPTT engine does not apply: "
+                "it would score and carry state through padded steps. Build it without "
+                "masking (e.g. `Embedding(mask_zero=False)`)."
+            )
+    return layers
+
+
+def split_layers(
+    model: keras.Model,
+) -> tuple[list[keras.layers.RNN], list[keras.layers.Layer]]:
+    """The recurrent layers of a `build_model`-style model and the layers after the last one.
+
+    Args:
+        model: a model as `layer_chain` accepts.
+
+    Returns:
+        `(recurrent, per_step)`: the recurrent layers in order, and the per-step layers that
+        follow the last of them (e.g. `Dropout` and the `Dense` head).
+
+    Raises:
+        TypeError / ValueError: as `layer_chain`.
+    """
+    layers = layer_chain(model)
+    recurrent = [layer for layer in layers if isinstance(layer, keras.layers.RNN)]
+    return recurrent, layers[layers.index(recurrent[-1]) + 1 :]
 
 
 def _rebuild(
     model: keras.Model, *, batch_size: int | None, stateful: bool, return_state: bool
 ) -> keras.Model:
-    """A copy of a linear recurrent model with new statefulness/state I/O and copied weights."""
-    recurrent, per_step = split_layers(model)
-    new_recurrent = [
-        type(layer).from_config(
-            {**layer.get_config(), "stateful": stateful, "return_state": return_state}
-        )
-        for layer in recurrent
-    ]
-    new_per_step = [type(layer).from_config(layer.get_config()) for layer in per_step]
+    """A copy of a chain model with new statefulness/state I/O and copied weights."""
+    layers = []
+    for layer in layer_chain(model):
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.RNN):
+            config = {**config, "stateful": stateful, "return_state": return_state}
+        layers.append(type(layer).from_config(config))
+    spec = model.inputs[0]
     clone = _assemble(
-        new_recurrent,
-        new_per_step,
-        input_dim=model.inputs[0].shape[-1],
+        layers,
+        input_shape=tuple(spec.shape[1:]),
+        input_dtype=spec.dtype,
         batch_size=batch_size,
         return_state=return_state,
         name=model.name,

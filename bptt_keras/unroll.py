@@ -11,35 +11,59 @@ import keras
 import tensorflow as tf
 
 from bptt_keras import fast as fast_path
-from bptt_keras.models import split_layers, state_sizes
+from bptt_keras.models import layer_chain, state_sizes
 
 
 class Parts:
-    """The recurrent stack and per-step head of a `build_model`-style model.
+    """A `build_model`-style model as the engine unrolls it: a chain of per-step layers and
+    recurrent layers (see `bptt_keras.models.layer_chain`).
+
+        x -> pre (Embedding, Dropout) -> recurrent[0] -> after[0] (Dropout) -> recurrent[1]
+          -> ... -> recurrent[-1] -> after[-1] = per_step (Dropout, Dense head) -> y
 
     Args:
         model: the model; its layers (and so its weights) are used, not copied.
 
     Raises:
-        ValueError: an architecture the engine cannot unroll (see `split_layers`), or
+        ValueError: an architecture the engine cannot unroll (see `layer_chain`), or
             recurrent layers with dropout or `go_backwards`.
     """
 
     def __init__(self, model: keras.Model):
         self.model = model
-        self.recurrent, self.per_step = split_layers(model)
+        chain = layer_chain(model)
+        self.recurrent = [layer for layer in chain if isinstance(layer, keras.layers.RNN)]
         for layer in self.recurrent:
             if getattr(layer.cell, "dropout", 0) or getattr(layer.cell, "recurrent_dropout", 0):
                 raise ValueError(
-                    f"Layer {layer.name!r} uses dropout, which the BPTT engine does not "
-                    "implement; build the model without dropout."
+                    f"Layer {layer.name!r} uses the cell's own (recurrent) dropout, which the "
+                    "BPTT engine does not implement. Put `keras.layers.Dropout` layers between "
+                    "the recurrent layers instead (`build_model(..., dropout=p)`): dropout on "
+                    "the non-recurrent connections, as Zaremba et al. (2014)."
                 )
             if layer.go_backwards:
                 raise ValueError(f"Layer {layer.name!r} has go_backwards=True; not supported.")
+        # pre: layers before the first recurrent layer; after[i]: those after recurrent[i].
+        self.pre: list[keras.layers.Layer] = []
+        self.after: list[list[keras.layers.Layer]] = []
+        for layer in chain:
+            if isinstance(layer, keras.layers.RNN):
+                self.after.append([])
+            else:
+                (self.after[-1] if self.after else self.pre).append(layer)
+        self.per_step = self.after[-1]
         self.sizes = [state_sizes(layer) for layer in self.recurrent]
-        self.input_dim = int(model.inputs[0].shape[-1])
+        spec = model.inputs[0]
+        # Token models take integer ids (batch, time); the others (batch, time, input_dim).
+        self.tokens = len(spec.shape) == 2
+        self.vocab_size = int(self.pre[0].input_dim) if self.tokens else None
+        self.input_dim = None if self.tokens else int(spec.shape[-1])
         self.output_dim = int(model.outputs[0].shape[-1])
         self.dtype = self.recurrent[0].compute_dtype
+
+    def cast_input(self, x):
+        """`x` in the dtype the first layer takes: int32 ids or the recurrent dtype."""
+        return tf.cast(x, tf.int32 if self.tokens else self.dtype)
 
     def zero_states(self, batch) -> list[list[tf.Tensor]]:
         """Zero states, one list per recurrent layer of `(batch, size)` tensors."""
@@ -106,7 +130,7 @@ def forward(
 
     Args:
         parts: the model's `Parts`.
-        x: `(batch, time, input_dim)`.
+        x: `(batch, time, input_dim)`, or int32 ids `(batch, time)` for a token model.
         states: one list of `(batch, size)` tensors per recurrent layer.
         capture_at: step whose entering state is also returned (see `run_layer`).
         probe_layer: index of the recurrent layer that gets `probe`.
@@ -131,6 +155,8 @@ def forward(
     Returns:
         `(y, final_states, captured_states)`, `y` of shape `(batch, time, output_dim)`.
     """
+    for layer in parts.pre:
+        x = layer(x, training=training)
     if recompute:
         y, finals = _recomputed_forward(parts, x, states, recompute, fast, training)
         return y, finals, finals
@@ -147,8 +173,8 @@ def forward(
         )
         finals.append(final)
         captured.append(capt)
-    for layer in parts.per_step:
-        h = layer(h, training=training)
+        for per_step in parts.after[i]:
+            h = per_step(h, training=training)
     return h, finals, captured
 
 
@@ -168,8 +194,15 @@ def _one_layer(layer, x, states, *, capture_at=None, probe=None, fast=False, tra
     return run_layer(layer, x, states, capture_at=capture_at, probe=probe, training=training)
 
 
-# Per-step layers that act on the last axis alone, so that they may run on time-major inputs.
-_TIME_MAJOR_SAFE = (keras.layers.Dense, keras.layers.Activation)
+# Per-step layers that act on the last axis (or each element) alone, so that they may run on
+# time-major inputs. Dropout's mask is drawn per element: the same distribution either way.
+_TIME_MAJOR_SAFE = (keras.layers.Dense, keras.layers.Activation, keras.layers.Dropout)
+
+
+def _time_major_safe(layer) -> bool:
+    if isinstance(layer, keras.layers.Dropout) and layer.noise_shape is not None:
+        return False
+    return isinstance(layer, _TIME_MAJOR_SAFE)
 
 
 def _recomputed_forward(parts, x, states, segment, fast, training):
@@ -185,17 +218,17 @@ def _recomputed_forward(parts, x, states, segment, fast, training):
     if steps is None:
         raise ValueError("`recompute` needs a static sequence length.")
     h, time_major, finals = x, False, []
-    per_step = list(parts.per_step)
     last = len(parts.recurrent) - 1
     for i, (layer, layer_states) in enumerate(zip(parts.recurrent, states, strict=True)):
+        after = list(parts.after[i])
         if fast and fast_path.supports(layer):
             if not time_major:
                 h, time_major = tf.transpose(h, [1, 0, 2]), True
             # A Dense head right after the last layer is folded into its gradient, so the
             # (T, B, units) gradient of the layer's outputs is never materialised.
             head = None
-            if i == last and per_step and fast_path.fusable_head(per_step[0]):
-                head = per_step.pop(0)
+            if i == last and after and fast_path.fusable_head(after[0]):
+                head = after.pop(0)
             h, final = fast_path.recomputed_layer(
                 layer, h, layer_states, segment, time_major=True, head=head
             )
@@ -206,10 +239,10 @@ def _recomputed_forward(parts, x, states, segment, fast, training):
                 h, time_major = tf.transpose(h, [1, 0, 2]), False
             h, final = _recomputed_layer(layer, h, layer_states, segment, training)
         finals.append(final)
-    if time_major and not all(isinstance(layer, _TIME_MAJOR_SAFE) for layer in per_step):
-        h, time_major = tf.transpose(h, [1, 0, 2]), False
-    for layer in per_step:
-        h = layer(h, training=training)
+        if time_major and not all(_time_major_safe(layer) for layer in after):
+            h, time_major = tf.transpose(h, [1, 0, 2]), False
+        for per_step in after:
+            h = per_step(h, training=training)
     return (tf.transpose(h, [1, 0, 2]) if time_major else h), finals
 
 

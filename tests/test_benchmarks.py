@@ -34,3 +34,19 @@ def test_bench_quick_runs_full_and_truncated_workloads_and_reports_ratios():
     for config in ("engine_rows", "engine_stream", "keras_stateful"):
         assert f"| simple_rnn(4) | 4 | {config} |" in done.stdout
     assert "vs Keras stateful fit" in done.stdout and "ms / update" in done.stdout
+
+
+@pytest.mark.slow
+def test_bench_quick_runs_the_character_language_model_workload():
+    """The charlm workload trains and scores our model (and PyTorch's where installed: the
+    test extra does not install it, so CI runs the engine configurations alone)."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--workloads", "charlm", "--charlm-seconds", "3"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for config in ("engine", "engine_rows"):
+        assert f"| {config} |" in done.stdout
+    assert "nats/char" in done.stdout

@@ -104,7 +104,7 @@ def test_wheel_ships_the_data_files(tmp_path):
     )
     (wheel,) = tmp_path.glob("bptt_keras-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for name in ("sunspots.csv", "co2.csv", "README.md"):
+    for name in ("sunspots.csv", "co2.csv", "tinyshakespeare.txt", "README.md"):
         assert f"bptt_keras/data_files/{name}" in names
     # and every module of the source tree (a subpackage missing from setup.cfg's `packages`
     # would import in a checkout and fail after `pip install .`)

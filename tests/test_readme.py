@@ -1,7 +1,10 @@
 """The README's quickstart is real code: run it (with fewer epochs)."""
 
+import math
 import re
 from pathlib import Path
+
+import pytest
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -26,3 +29,26 @@ def test_readme_states_the_two_setup_commands():
     text = README.read_text()
     assert ".venv/bin/pip install . && .venv/bin/bptt-keras train" in text
     assert '.venv/bin/pip install ".[test]" && .venv/bin/pytest' in text
+
+
+@pytest.mark.slow
+def test_language_model_example_runs(capsys):
+    code = _block_after("## Language models")
+    small = (
+        code.replace("bk.load_shakespeare()", "bk.load_shakespeare()[:12000]")
+        .replace('"lstm", 256', '"lstm", 16')
+        .replace("length=200", "length=30")
+    )
+    assert small.count("12000") == 1 and '"lstm", 16' in small
+    namespace: dict = {}
+    exec(compile(small, "README language model", "exec"), namespace)
+    assert namespace["vocab"].size == len(set(bk_text := namespace["text"])) < 65
+    assert namespace["x"].shape[0] == 32 and len(bk_text) == 12000
+    assert namespace["nats"] > 0
+    out = capsys.readouterr().out  # fit's epoch lines, the two scores, the sample
+    scores = re.search(r"^([0-9.e+-]+) ([0-9.e+-]+)\n", out, re.M)
+    bits, ppl = float(scores.group(1)), float(scores.group(2))
+    sample = [out[scores.end() :]]
+    assert bits == pytest.approx(namespace["nats"] / math.log(2))
+    assert ppl == pytest.approx(math.exp(namespace["nats"]))
+    assert len(sample[0]) >= 30  # the sampled text and print's newline

@@ -28,8 +28,11 @@ from bptt_keras.unroll import Parts
 def check_xy(parts: Parts, x, y, loss: StepLoss | str, *, x_name="x", y_name="y"):
     """Validates `x`, `y` against the model and returns them as arrays (before any tracing)."""
     loss = get_loss(loss, parts.model)
-    x = as_float_array(x, name=x_name, ranks=(3,), dtype=parts.dtype)
-    if x.shape[-1] != parts.input_dim:
+    if parts.tokens:
+        x = check_token_ids(x, parts.vocab_size, name=x_name)
+    else:
+        x = as_float_array(x, name=x_name, ranks=(3,), dtype=parts.dtype)
+    if not parts.tokens and x.shape[-1] != parts.input_dim:
         raise ValueError(
             f"`{x_name}` has {x.shape[-1]} feature(s) per step but the model expects "
             f"input_dim={parts.input_dim}. Received shape {x.shape}"
@@ -62,6 +65,32 @@ def check_xy(parts: Parts, x, y, loss: StepLoss | str, *, x_name="x", y_name="y"
             f"(the model's output_dim). Received values in [{y.min()}, {y.max()}]"
         )
     return x, y.astype(np.int32)
+
+
+def check_token_ids(x, vocab_size: int, *, name: str = "x") -> np.ndarray:
+    """Token ids for a model with an `Embedding` input: int32 `(batch, time)` in
+    `[0, vocab_size)` (a float array is accepted if it holds whole numbers)."""
+    if isinstance(x, (str, bytes)) or not hasattr(x, "__len__"):
+        raise TypeError(
+            f"`{name}` must be an array of token ids (batch, time) for a model with an "
+            f"Embedding input. Received: {describe(x)}"
+        )
+    array = np.asarray(x)
+    if array.dtype.kind not in "iuf" or array.ndim != 2 or array.size == 0:
+        raise ValueError(
+            f"`{name}` must be a non-empty integer array of token ids, shape (batch, time), "
+            f"for a model with an Embedding input of vocab_size={vocab_size}. "
+            f"Received: {describe(array)}"
+        )
+    if array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
+        raise ValueError(f"`{name}` must hold whole-number token ids. Received: {describe(array)}")
+    low, high = array.min(), array.max()
+    if low < 0 or high >= vocab_size:
+        raise ValueError(
+            f"`{name}` must hold token ids in [0, {vocab_size}) (the model's vocab_size). "
+            f"Received values in [{low}, {high}]"
+        )
+    return array.astype(np.int32)
 
 
 def check_weights(weights, shape: tuple[int, int], *, name: str = "sample_weight") -> np.ndarray:
@@ -149,15 +178,18 @@ _BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", 
 def auto_updates_per_call(parts: Parts, batch: int, blocks: list[Block]) -> int:
     """Updates per automatic compiled call: `_CALL_WORK` multiply-adds' worth (the recurrent
     layers' `(inputs + units) * gates * units` per step and row, over the longest block),
-    at least 16 batches' updates, at most 1024. Deterministic: it depends on the shapes, not
-    on timings, so a run makes the same calls on every machine."""
+    at least 16 batches' updates, at most 1024 — but never the 16 batches' floor above 16
+    updates when that exceeds the work aim: with long rows (one batch of hundreds of blocks,
+    as a language model's `token_rows`) the floor would put a whole epoch in one call, tens
+    of seconds without progress or a prompt Ctrl-C. Deterministic: it depends on the shapes,
+    not on timings, so a run makes the same calls on every machine."""
     per_step = sum(
         int(np.prod(layer.cell.kernel.shape)) + int(np.prod(layer.cell.recurrent_kernel.shape))
         for layer in parts.recurrent
     )
     length = max(block.end - block.start for block in blocks)
     by_work = _CALL_WORK // max(1, batch * length * per_step)
-    floor = min(_AUTO_BATCHES * len(blocks), _MAX_AUTO_UPDATES)
+    floor = min(_AUTO_BATCHES * len(blocks), _MAX_AUTO_UPDATES, max(_AUTO_BATCHES, by_work))
     return int(max(floor, min(by_work, _MAX_AUTO_UPDATES)))
 
 

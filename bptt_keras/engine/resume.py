@@ -14,6 +14,7 @@ import sys
 import threading
 from dataclasses import asdict, dataclass, field
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -107,18 +108,34 @@ def fingerprint(args) -> dict:
     }
 
 
+def saved_variables(model) -> list:
+    """What a checkpoint holds of the model: `model.weights`, then the states of its random
+    seed generators (e.g. `Dropout(seed=...)`'s), so that a resumed run draws the same
+    dropout masks as an uninterrupted one. Recurrent cells' own generators are left out:
+    the engine refuses cell dropout, so they draw nothing."""
+    known = {id(v) for v in model.weights}
+    seeds = [
+        v
+        for layer in model.layers
+        if not isinstance(layer, keras.layers.RNN)
+        for v in layer.variables
+        if id(v) not in known and v.name == "seed_generator_state"
+    ]
+    return [*model.weights, *seeds]
+
+
 def variable_keys(model) -> list[str]:
-    """Names of `model.weights` that identify them by structure, not by Keras' unique names
-    (which differ between two builds of one model in a process): layer position, layer
-    class and variable name, e.g. `"1.SimpleRNN/kernel"`."""
+    """Names of `saved_variables(model)` that identify them by structure, not by Keras'
+    unique names (which differ between two builds of one model in a process): layer
+    position, layer class and variable name, e.g. `"1.SimpleRNN/kernel"`."""
     keys = {}
     for i, layer in enumerate(model.layers):
-        for variable in layer.weights:
+        for variable in layer.variables:
             key = f"{i}.{type(layer).__name__}/{variable.name}"
             while key in keys.values():
                 key += "'"
             keys.setdefault(id(variable), key)
-    return [keys.get(id(v), v.path) for v in model.weights]
+    return [keys.get(id(v), v.path) for v in saved_variables(model)]
 
 
 def optimizer_keys(optimizer, model) -> list[str]:
@@ -127,7 +144,7 @@ def optimizer_keys(optimizer, model) -> list[str]:
     `"1.SimpleRNN/kernel:momentum"`; others (`iteration`, `learning_rate`) by name."""
     by_prefix = {
         v.path.replace("/", "_"): key
-        for v, key in zip(model.weights, variable_keys(model), strict=True)
+        for v, key in zip(saved_variables(model), variable_keys(model), strict=True)
     }
     keys = []
     for variable in optimizer.variables:
@@ -218,7 +235,7 @@ class Checkpointer:
             )
         names = meta.get("names", {})
         _assign_by_key(
-            self.model.weights, self.keys["weights"], names.get("weights"),
+            saved_variables(self.model), self.keys["weights"], names.get("weights"),
             ckpt["weights"], path, "model",
         )  # fmt: skip
         _assign_by_key(
@@ -258,7 +275,7 @@ class Checkpointer:
         save_checkpoint(
             self.directory,
             index=state.batches_done,
-            weights=[np.asarray(v.numpy()) for v in self.model.weights],
+            weights=[np.asarray(v.numpy()) for v in saved_variables(self.model)],
             optimizer_variables=[np.asarray(v.numpy()) for v in self.optimizer.variables],
             states=flat if self.state_sizes is not None else [],
             meta=meta,

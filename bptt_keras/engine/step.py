@@ -39,6 +39,11 @@ def value_and_grad(fn, sources):
         tape.watch([s for s in sources if isinstance(s, tf.Tensor)])
         value, aux = fn()
     grads = tape.gradient(value, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    # An Embedding's gradient arrives as IndexedSlices (rows of the looked-up ids); clipping,
+    # the replicas' all-reduce and the multi-update loop want dense tensors. For a character
+    # vocabulary the dense (V, E) gradient is tiny; for a large word vocabulary it costs one
+    # (V, E) scatter per update.
+    grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
     return value, aux, grads
 
 
@@ -202,7 +207,7 @@ class Engine:
         def loss_fn():
             yhat, finals, captured = forward(
                 self.parts,
-                tf.cast(window(x, spec.start, spec.length), dtype),
+                self.parts.cast_input(window(x, spec.start, spec.length)),
                 cut_state(states),
                 capture_at=spec.capture,
                 training=True,
@@ -291,9 +296,7 @@ class Engine:
         """A forward pass's `[loss sum, metric sum, count, ...]` (float64) and final states."""
 
         def replica(x, y, w, states):
-            yhat, finals, _ = forward(
-                self.parts, tf.cast(x, self.parts.dtype), states, fast=self.fast
-            )
+            yhat, finals, _ = forward(self.parts, self.parts.cast_input(x), states, fast=self.fast)
             total, sums = self._scores(y, yhat, w)
             context = tf.distribute.get_replica_context()
             scores = [tf.cast(v, tf.float64) for v in (total, *sums)]
