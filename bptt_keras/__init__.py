@@ -9,7 +9,7 @@ The public API:
 - text (character level): `load_shakespeare`, `load_text`, `Vocabulary`, `split_text`,
   `token_rows`, `token_stream_batches`, `SHAKESPEARE_SHA256`; language models:
   `build_model(..., vocab_size=V, dropout=p)`, `generate`, `sample_logits`,
-  `bits_per_token`, `perplexity`
+  `bits_per_token`, `perplexity`, `LMConfig`, `train_lm`, `LMResult`
 - prediction (`bptt_keras.prediction`): `predict_next`, `forecast`, `stream_predict`
 - BPTT engine: `fit`, `evaluate`, `bptt_gradients`, `plan_blocks`, `covered_fraction`
 - diagnostics: `gradient_norms_through_time`, `recurrent_spectrum`, `RecurrentSpectrum`,
@@ -45,7 +45,7 @@ if "keras" in sys.modules and sys.modules["keras"].backend.backend() != "tensorf
 
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("CheckpointError",), "bptt_keras.checkpoint"),
-    **dict.fromkeys(("TrainConfig",), "bptt_keras.config"),
+    **dict.fromkeys(("LMConfig", "TrainConfig"), "bptt_keras.config"),
     **dict.fromkeys(
         (
             "Scaler",
@@ -111,6 +111,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("covered_fraction", "plan_blocks"), "bptt_keras.truncation"),
     **dict.fromkeys(("generate", "sample_logits"), "bptt_keras.generation"),
     **dict.fromkeys(("bits_per_token", "perplexity"), "bptt_keras.lm_scores"),
+    **dict.fromkeys(("LMResult", "train_lm"), "bptt_keras.language_model"),
 }
 _SUBMODULES = ("tasks", "experiments")
 

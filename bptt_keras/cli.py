@@ -6,6 +6,8 @@
     bptt-keras train --k1 5 --k2 10 --global-clipnorm 1.0 --checkpoint-dir ck   # truncated BPTT
     bptt-keras train --config runs/lstm/config.json      # replay a run (options override it)
     bptt-keras forecast runs/lstm --steps 20             # forecast past the series' end
+    bptt-keras lm                                        # character LM on Tiny Shakespeare
+    bptt-keras lm --text my.txt --k1 50 --epochs 5 --out runs/mine
     bptt-keras reproduce --list                          # the experiments
     bptt-keras reproduce adding --quick --out runs/adding
 
@@ -28,7 +30,7 @@ from pathlib import Path
 # Only modules that do not import TensorFlow: see `_quiet_tensorflow`.
 from bptt_keras import __version__
 from bptt_keras.choices import CELL_NAMES, INITS
-from bptt_keras.config import TrainConfig
+from bptt_keras.config import LMConfig, TrainConfig
 from bptt_keras.datasets import SERIES
 
 # Help text per TrainConfig field; the CLI option is the field name with dashes.
@@ -54,6 +56,27 @@ _HELP = {
     "global_clipnorm": (
         "clip the global gradient norm to this (Pascanu et al. 2013); omit: no clipping"
     ),
+    "checkpoint_dir": "write crash-safe checkpoints here (every epoch); omit: none",
+    "resume": "continue from the newest checkpoint in --checkpoint-dir",
+}
+
+# Help text per LMConfig field (`bptt-keras lm`).
+_LM_HELP = {
+    "text": "train on this UTF-8 text file instead of the shipped Tiny Shakespeare",
+    "cell": f"recurrent cell: {', '.join(CELL_NAMES)}",
+    "units": "hidden units per recurrent layer",
+    "num_layers": "number of stacked recurrent layers",
+    "embedding_dim": "width of the character embedding",
+    "dropout": "dropout on the non-recurrent connections (embedding, between layers, head)",
+    "batch_size": "parallel rows of the character stream",
+    "k1": "truncated BPTT: characters per block, one update per block",
+    "k2": "truncated BPTT: characters each block back-propagates through; omit for k2 = k1",
+    "epochs": "passes over the training text",
+    "learning_rate": "Adam learning rate",
+    "global_clipnorm": "clip the global gradient norm to this",
+    "val_fraction": "final share of the text held out for validation",
+    "seed": "random seed (weights, dropout, sampling)",
+    "sample_length": "characters sampled per temperature for samples.txt",
     "checkpoint_dir": "write crash-safe checkpoints here (every epoch); omit: none",
     "resume": "continue from the newest checkpoint in --checkpoint-dir",
 }
@@ -145,6 +168,30 @@ def _parser(defaults: TrainConfig | None = None) -> argparse.ArgumentParser:
     )
     train.add_argument("--quiet", action="store_true", help="no progress output")
 
+    lm = commands.add_parser(
+        "lm",
+        help="train a character language model by truncated BPTT (default: Tiny Shakespeare)",
+        description="Train a character-level language model (Embedding -> stacked RNN -> "
+        "logits) by truncated BPTT over the text's stream, score the held-out final part in "
+        "nats, bits per character and perplexity, and write a run directory with model.keras, "
+        "vocab.json, config.json, history.csv/json, metrics.json, loss_curve.png (bits per "
+        "character), samples.txt and README.md.",
+        formatter_class=_Formatter,
+    )
+    for f in fields(LMConfig):
+        builtin = getattr(LMConfig(), f.name)
+        option = f"--{f.name.replace('_', '-')}"
+        if isinstance(builtin, bool):
+            lm.add_argument(option, dest=f.name, action="store_true", help=_LM_HELP[f.name])
+            continue
+        kind = _TYPES.get(f.name) or {int: int, float: float}.get(type(builtin), str)
+        lm.add_argument(option, dest=f.name, type=kind, default=builtin, help=_LM_HELP[f.name])
+    lm.add_argument(
+        "--out", default=None, help="run directory to create (must not exist); omitted: "
+        "runs/lm-<cell>-<time>",
+    )  # fmt: skip
+    lm.add_argument("--quiet", action="store_true", help="no progress output")
+
     fc = commands.add_parser(
         "forecast",
         help="forecast the steps after the end of a saved run's series (original units)",
@@ -198,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _reproduce(args)
     if args.command == "forecast":
         return _forecast(args)
+    if args.command == "lm":
+        return _lm(args)
     if args.config is not None:  # the file's values become defaults; given options win
         try:
             from bptt_keras.config import read_config
@@ -270,6 +319,42 @@ def _train(args) -> int:
         f"test RMSE (original units): one-step {m['one_step_rmse']:.4g}, "
         f"closed-loop {m['closed_loop_rmse']:.4g}, persistence {m['persistence_rmse']:.4g}"
     )
+    print(f"wrote {out}/: {', '.join(sorted(p.name for p in result.files.values()))}")
+    return 0
+
+
+def _lm(args) -> int:
+    config = LMConfig(**{f.name: getattr(args, f.name) for f in fields(LMConfig)})
+    out = Path(args.out or f"runs/lm-{config.cell}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if out.exists():
+        return _fail(f"--out {str(out)!r} already exists; choose a new directory.")
+    try:
+        config.validate()
+        if config.text is not None:  # read before TensorFlow's import: bad files fail at once
+            from bptt_keras.text import load_text
+
+            load_text(config.text)
+        _quiet_tensorflow()
+        from bptt_keras.language_model import train_lm
+
+        result = train_lm(config, out_dir=out, verbose=0 if args.quiet else 1)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
+        return _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+    except KeyboardInterrupt:
+        saved = (
+            f" The last complete batch is checkpointed in {config.checkpoint_dir!r}; rerun with "
+            "--resume to continue."
+            if config.checkpoint_dir
+            else ""
+        )
+        print(f"bptt-keras: interrupted; no run directory was written.{saved}", file=sys.stderr)
+        return 130
+    m = result.metrics
+    print(
+        f"validation: {m['val_nats_per_char']:.4f} nats/char, {m['val_bits_per_char']:.4f} "
+        f"bits/char, perplexity {m['val_perplexity']:.3f}"
+    )
+    print(f"sample (temperature 0.8): {result.samples[0.8][:200]!r}")
     print(f"wrote {out}/: {', '.join(sorted(p.name for p in result.files.values()))}")
     return 0
 

@@ -130,3 +130,73 @@ def read_config(path: str | os.PathLike) -> TrainConfig:
             f"{', '.join(TrainConfig.__dataclass_fields__)}."
         )
     return TrainConfig(**values).validate()
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """Everything that defines a character language-model run (`bptt-keras lm`).
+
+    Attributes:
+        text: path of a UTF-8 text file to train on (None: the shipped Tiny Shakespeare).
+        cell: `"simple_rnn"`, `"lstm"` or `"gru"`.
+        units: hidden units per recurrent layer.
+        num_layers: stacked recurrent layers.
+        embedding_dim: width of the character embedding.
+        dropout: dropout rate on the non-recurrent connections (Zaremba et al. 2014).
+        batch_size: parallel rows of the stream (PyTorch word_language_model's batchify).
+        k1: truncated BPTT: characters per block, one update per block (WLM's `--bptt`).
+        k2: characters each block back-propagates through (None: `k1`).
+        epochs: passes over the training text.
+        learning_rate: Adam learning rate.
+        global_clipnorm: clip the global gradient norm to this (None: no clipping).
+        val_fraction: final share of the text held out for validation (nanoGPT: 0.1).
+        seed: seeds weights, dropout and sampling.
+        sample_length: characters sampled per temperature for `samples.txt`.
+        checkpoint_dir: directory for crash-safe checkpoints (None: none).
+        resume: continue from the newest checkpoint in `checkpoint_dir`.
+    """
+
+    text: str | None = None
+    cell: str = "lstm"
+    units: int = 256
+    num_layers: int = 2
+    embedding_dim: int = 64
+    dropout: float = 0.0
+    batch_size: int = 32
+    k1: int = 100
+    k2: int | None = None
+    epochs: int = 3
+    learning_rate: float = 2e-3
+    global_clipnorm: float | None = 5.0
+    val_fraction: float = 0.1
+    seed: int = 0
+    sample_length: int = 300
+    checkpoint_dir: str | None = None
+    resume: bool = False
+
+    def validate(self) -> LMConfig:
+        """Checks every field; returns `self`.
+
+        Raises:
+            ValueError / TypeError: naming the field, the value received and what is expected.
+        """
+        check_choice(self.cell, name="cell", choices=CELL_NAMES)
+        for field in ("units", "num_layers", "embedding_dim", "batch_size", "k1", "epochs"):
+            check_int(getattr(self, field), name=field)
+        check_int(self.seed, name="seed", minimum=0)
+        check_int(self.sample_length, name="sample_length", minimum=0)
+        check_float(self.dropout, name="dropout", low=0.0, high=1.0, high_inclusive=False)
+        check_float(self.learning_rate, name="learning_rate", low=0.0, low_inclusive=False)
+        check_float(self.val_fraction, name="val_fraction", low=0.0, high=1.0, low_inclusive=False,
+                    high_inclusive=False)  # fmt: skip
+        if self.k2 is not None and check_int(self.k2, name="k2") < self.k1:
+            raise ValueError(f"`k2` must be >= k1 = {self.k1}. Received: k2={self.k2}")
+        if self.global_clipnorm is not None:
+            check_float(self.global_clipnorm, name="global_clipnorm", low=0.0, low_inclusive=False)
+        if self.resume and self.checkpoint_dir is None:
+            raise ValueError("`resume` needs `checkpoint_dir` (where the checkpoints are).")
+        return self
+
+    def to_dict(self) -> dict:
+        """The fields as a JSON-serialisable dict."""
+        return dataclasses.asdict(self)

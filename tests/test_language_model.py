@@ -49,6 +49,7 @@ def _keras_loss_and_grads(model, x, y, chunks):
     return total, grads_per_chunk
 
 
+@pytest.mark.slow  # training runs / many traces: the slow group, run by .ci/run
 @pytest.mark.parametrize("cell", ["simple_rnn", "lstm", "gru"])
 @pytest.mark.parametrize("fast", [True, False])
 def test_full_bptt_gradients_equal_keras(cell, fast):
@@ -122,6 +123,7 @@ def test_tiny_model_learns_a_repeated_string():
     )
 
 
+@pytest.mark.slow  # training runs / many traces: the slow group, run by .ci/run
 def test_dropout_is_active_in_training_only_and_seeded():
     x, _ = _ids()
     model = _lm(dropout=0.5)
@@ -145,6 +147,7 @@ def test_dropout_is_active_in_training_only_and_seeded():
     assert loss_a != loss_c  # and the masks did change training
 
 
+@pytest.mark.slow  # training runs / many traces: the slow group, run by .ci/run
 def test_engine_refuses_cell_dropout_and_masks():
     model = keras.Sequential(
         [keras.Input((None,), dtype="int32"), keras.layers.Embedding(5, 3, mask_zero=True),
@@ -221,6 +224,7 @@ def test_sample_logits_respects_top_k_and_temperature():
     assert hot == {0, 1, 2, 3, 4}
 
 
+@pytest.mark.slow  # training runs / many traces: the slow group, run by .ci/run
 def test_generate_is_reproducible_and_checks_its_input():
     vocab = bk.Vocabulary.from_text("abcdefg")
     model = _lm()
@@ -237,6 +241,7 @@ def test_generate_is_reproducible_and_checks_its_input():
         bk.generate(model, vocab, prompt="")
 
 
+@pytest.mark.slow  # training runs / many traces: the slow group, run by .ci/run
 def test_generation_carries_the_state():
     """Sampling one token at a time from a stateful copy gives the logits of one call over
     the whole sequence (greedy: the decoded text is the argmax chain)."""

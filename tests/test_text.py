@@ -46,6 +46,7 @@ def test_whole_corpus_round_trips_through_its_vocabulary(shakespeare):
     assert vocab.decode(ids) == shakespeare
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_importing_the_text_module_does_not_import_tensorflow():
     probe = (
         "import sys, bptt_keras.text as t; t.Vocabulary.from_text('ab').encode('ba'); "
