@@ -124,6 +124,22 @@ def _quiet_tensorflow() -> None:
             os.close(saved)
 
 
+def _add_config_options(parser, defaults, helps: dict) -> None:
+    """One option per field of a config dataclass (`--field-name`), defaulting to the field's
+    value in `defaults`; the option's type comes from the built-in default (or `_TYPES`)."""
+    builtins = type(defaults)()
+    for f in fields(defaults):
+        default, builtin = getattr(defaults, f.name), getattr(builtins, f.name)
+        option = f"--{f.name.replace('_', '-')}"
+        if isinstance(builtin, bool):
+            parser.add_argument(
+                option, dest=f.name, action="store_true", default=default, help=helps[f.name]
+            )
+            continue
+        kind = _TYPES.get(f.name) or {int: int, float: float}.get(type(builtin), str)
+        parser.add_argument(option, dest=f.name, type=kind, default=default, help=helps[f.name])
+
+
 def _parser(defaults: TrainConfig | None = None) -> argparse.ArgumentParser:
     """The command's parser; `defaults` (e.g. a replayed run's configuration) sets the
     defaults of `train`'s options."""
@@ -144,16 +160,7 @@ def _parser(defaults: TrainConfig | None = None) -> argparse.ArgumentParser:
         "config.json, loss_curve.png, forecast.png and gradient_norms.png/.csv.",
         formatter_class=_Formatter,
     )
-    for f in fields(TrainConfig):
-        default, builtin = getattr(defaults, f.name), getattr(TrainConfig(), f.name)
-        option = f"--{f.name.replace('_', '-')}"
-        if isinstance(builtin, bool):
-            train.add_argument(
-                option, dest=f.name, action="store_true", default=default, help=_HELP[f.name]
-            )
-            continue
-        kind = _TYPES.get(f.name) or {int: int, float: float}.get(type(builtin), str)
-        train.add_argument(option, dest=f.name, type=kind, default=default, help=_HELP[f.name])
+    _add_config_options(train, defaults, _HELP)
     train.add_argument(
         "--out",
         default=None,
@@ -178,14 +185,7 @@ def _parser(defaults: TrainConfig | None = None) -> argparse.ArgumentParser:
         "character), samples.txt and README.md.",
         formatter_class=_Formatter,
     )
-    for f in fields(LMConfig):
-        builtin = getattr(LMConfig(), f.name)
-        option = f"--{f.name.replace('_', '-')}"
-        if isinstance(builtin, bool):
-            lm.add_argument(option, dest=f.name, action="store_true", help=_LM_HELP[f.name])
-            continue
-        kind = _TYPES.get(f.name) or {int: int, float: float}.get(type(builtin), str)
-        lm.add_argument(option, dest=f.name, type=kind, default=builtin, help=_LM_HELP[f.name])
+    _add_config_options(lm, LMConfig(), _LM_HELP)
     lm.add_argument(
         "--out", default=None, help="run directory to create (must not exist); omitted: "
         "runs/lm-<cell>-<time>",
@@ -291,18 +291,21 @@ def _reproduce(args) -> int:
     return 0
 
 
-def _train(args) -> int:
-    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
-    out = Path(args.out or f"runs/train-{config.cell}-{time.strftime('%Y%m%d-%H%M%S')}")
+def _run_job(config, out: Path, job, *, quiet: bool, check=None):
+    """Validates `config`, runs `job(config, out_dir=out, verbose=...)` with TensorFlow's
+    start-up lines hidden, and turns bad input and Ctrl-C into the CLI's exit statuses.
+
+    Returns:
+        The job's result, or the exit status (an int) when it failed or was interrupted.
+    """
     if out.exists():
         return _fail(f"--out {str(out)!r} already exists; choose a new directory.")
-
     try:
         config.validate()
+        if check is not None:
+            check()
         _quiet_tensorflow()
-        from bptt_keras.run import train
-
-        result = train(config, out_dir=out, verbose=0 if args.quiet else 1)
+        return job(config, out_dir=out, verbose=0 if quiet else 1)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
         return _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
     except KeyboardInterrupt:
@@ -314,6 +317,20 @@ def _train(args) -> int:
         )
         print(f"bptt-keras: interrupted; no run directory was written.{saved}", file=sys.stderr)
         return 130
+
+
+def _train(args) -> int:
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    out = Path(args.out or f"runs/train-{config.cell}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+    def job(*a, **k):
+        from bptt_keras.run import train
+
+        return train(*a, **k)
+
+    result = _run_job(config, out, job, quiet=args.quiet)
+    if isinstance(result, int):
+        return result
     m = result.metrics
     print(
         f"test RMSE (original units): one-step {m['one_step_rmse']:.4g}, "
@@ -326,29 +343,21 @@ def _train(args) -> int:
 def _lm(args) -> int:
     config = LMConfig(**{f.name: getattr(args, f.name) for f in fields(LMConfig)})
     out = Path(args.out or f"runs/lm-{config.cell}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if out.exists():
-        return _fail(f"--out {str(out)!r} already exists; choose a new directory.")
-    try:
-        config.validate()
-        if config.text is not None:  # read before TensorFlow's import: bad files fail at once
+
+    def check():  # read before TensorFlow's import: a bad file fails at once
+        if config.text is not None:
             from bptt_keras.text import load_text
 
             load_text(config.text)
-        _quiet_tensorflow()
+
+    def job(*a, **k):
         from bptt_keras.language_model import train_lm
 
-        result = train_lm(config, out_dir=out, verbose=0 if args.quiet else 1)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
-        return _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
-    except KeyboardInterrupt:
-        saved = (
-            f" The last complete batch is checkpointed in {config.checkpoint_dir!r}; rerun with "
-            "--resume to continue."
-            if config.checkpoint_dir
-            else ""
-        )
-        print(f"bptt-keras: interrupted; no run directory was written.{saved}", file=sys.stderr)
-        return 130
+        return train_lm(*a, **k)
+
+    result = _run_job(config, out, job, quiet=args.quiet, check=check)
+    if isinstance(result, int):
+        return result
     m = result.metrics
     print(
         f"validation: {m['val_nats_per_char']:.4f} nats/char, {m['val_bits_per_char']:.4f} "

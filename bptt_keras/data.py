@@ -192,12 +192,28 @@ def stream_batches(series, *, batch_size: int, seq_len: int) -> tuple[np.ndarray
         )
 
     def layout(stream: np.ndarray) -> np.ndarray:
-        rows = stream[: batch_size * row_len].reshape(batch_size, row_len, -1)
-        chunks = rows[:, : n_batches * seq_len].reshape(batch_size, n_batches, seq_len, -1)
-        # (batch_size, n_batches, seq_len, f) -> (n_batches, batch_size, seq_len, f) -> flat
-        return chunks.transpose(1, 0, 2, 3).reshape(n_batches * batch_size, seq_len, -1).copy()
+        return chunk_rows(stream[: batch_size * row_len].reshape(batch_size, row_len, -1), seq_len)
 
     return layout(inputs), layout(targets)
+
+
+def chunk_rows(rows: np.ndarray, seq_len: int) -> np.ndarray:
+    """Cuts contiguous rows into chunks, batch `j` holding chunk `j` of every row (the layout
+    of `stream_batches` and `text.token_stream_batches`); each row's last `row_len % seq_len`
+    steps are dropped.
+
+    Args:
+        rows: `(batch_size, row_len, ...)`, validated, `row_len >= seq_len`.
+        seq_len: steps per chunk.
+
+    Returns:
+        `(n_batches * batch_size, seq_len, ...)`, a copy, `n_batches = row_len // seq_len`.
+    """
+    batch_size, row_len, *rest = rows.shape
+    n_batches = row_len // seq_len
+    chunks = rows[:, : n_batches * seq_len].reshape(batch_size, n_batches, seq_len, *rest)
+    # (batch_size, n_batches, seq_len, ...) -> (n_batches, batch_size, seq_len, ...) -> flat
+    return chunks.swapaxes(0, 1).reshape(n_batches * batch_size, seq_len, *rest).copy()
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,11 +149,9 @@ def train_lm(config: LMConfig, *, out_dir: str | os.PathLike | None = None, verb
 
 def _save(result: LMResult, config: LMConfig, out_dir: Path) -> dict:
     from bptt_keras.plotting import new_axes, plot_loss_curves
-    from bptt_keras.rundir import versions
+    from bptt_keras.rundir import atomic_directory, versions, write_history
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as tmp:
         result.model.save(tmp / "model.keras")
         result.vocab.save(tmp / "vocab.json")
         env = versions()
@@ -163,14 +159,9 @@ def _save(result: LMResult, config: LMConfig, out_dir: Path) -> dict:
             ("config.json", config.to_dict()),
             ("versions.json", env),
             ("metrics.json", result.metrics),
-            ("history.json", result.history),
         ):
             (tmp / name).write_text(json.dumps(value, indent=2) + "\n")
-        keys = list(result.history)
-        rows = ["epoch," + ",".join(keys)]
-        for i in range(len(result.history["loss"])):
-            rows.append(f"{i + 1}," + ",".join(repr(result.history[k][i]) for k in keys))
-        (tmp / "history.csv").write_text("\n".join(rows) + "\n")
+        write_history(tmp, result.history)
         ax = plot_loss_curves(
             result.history, ax=new_axes(), keys=["bpc", "val_bpc"],
             title=f"{config.cell} {config.units}x{config.num_layers}: bits per character",
@@ -194,8 +185,4 @@ def _save(result: LMResult, config: LMConfig, out_dir: Path) -> dict:
             "\n\n![bits per character](loss_curve.png)\n\nSamples: `samples.txt`. Versions: "
             f"TensorFlow {env.get('tensorflow')}, Keras {env.get('keras')}.\n"
         )
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {path.name: path for path in sorted(out_dir.iterdir())}

@@ -407,26 +407,6 @@ def layer_chain(model: keras.Model) -> list[keras.layers.Layer]:
     return layers
 
 
-def split_layers(
-    model: keras.Model,
-) -> tuple[list[keras.layers.RNN], list[keras.layers.Layer]]:
-    """The recurrent layers of a `build_model`-style model and the layers after the last one.
-
-    Args:
-        model: a model as `layer_chain` accepts.
-
-    Returns:
-        `(recurrent, per_step)`: the recurrent layers in order, and the per-step layers that
-        follow the last of them (e.g. `Dropout` and the `Dense` head).
-
-    Raises:
-        TypeError / ValueError: as `layer_chain`.
-    """
-    layers = layer_chain(model)
-    recurrent = [layer for layer in layers if isinstance(layer, keras.layers.RNN)]
-    return recurrent, layers[layers.index(recurrent[-1]) + 1 :]
-
-
 def _rebuild(
     model: keras.Model, *, batch_size: int | None, stateful: bool, return_state: bool
 ) -> keras.Model:

@@ -12,6 +12,7 @@ README.md              what the run was and what it measured, on one page
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -152,9 +153,7 @@ def save_run(result: RunResult, config: TrainConfig, out_dir: str | os.PathLike)
     from bptt_keras.plotting import new_axes, plot_forecast, plot_gradient_norms, plot_loss_curves
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as tmp:
         result.model.save(tmp / "model.keras")
         scaler = result.data.scaler
         _write_json(
@@ -164,12 +163,7 @@ def save_run(result: RunResult, config: TrainConfig, out_dir: str | os.PathLike)
         env = versions()
         _write_json(tmp / "versions.json", env)
         _write_json(tmp / "metrics.json", result.metrics)
-        _write_json(tmp / "history.json", result.history)
-        keys = list(result.history)
-        rows = ["epoch," + ",".join(keys)]
-        for i in range(len(result.history["loss"])):
-            rows.append(f"{i + 1}," + ",".join(repr(result.history[k][i]) for k in keys))
-        (tmp / "history.csv").write_text("\n".join(rows) + "\n")
+        write_history(tmp, result.history)
 
         # Figures outside pyplot (`new_axes`): a long-lived process that trains many runs keeps
         # no figure alive after saving it.
@@ -206,11 +200,32 @@ def save_run(result: RunResult, config: TrainConfig, out_dir: str | os.PathLike)
             tmp / "gradient_norms.csv", result.gradient_norms, header="dL_dh_norm", comments=""
         )
         (tmp / "README.md").write_text(_readme(result, config, env))
+    return {path.name: path for path in sorted(out_dir.iterdir())}
+
+
+@contextlib.contextmanager
+def atomic_directory(out_dir: Path):
+    """Yields a temporary sibling of `out_dir` to write a run's files into, renamed to
+    `out_dir` at the end; on any failure (or Ctrl-C) it is removed, so a failed run leaves
+    nothing partial."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        yield tmp
         os.replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {path.name: path for path in sorted(out_dir.iterdir())}
+
+
+def write_history(directory: Path, history: dict) -> None:
+    """Writes a history `{name: [value per epoch]}` as `history.json` and `history.csv`."""
+    _write_json(directory / "history.json", history)
+    keys = list(history)
+    rows = ["epoch," + ",".join(keys)]
+    for i in range(len(history["loss"])):
+        rows.append(f"{i + 1}," + ",".join(repr(history[k][i]) for k in keys))
+    (directory / "history.csv").write_text("\n".join(rows) + "\n")
 
 
 def _write_json(path: Path, value) -> None:

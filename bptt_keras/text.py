@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bptt_keras._validation import check_float, check_int, describe
+from bptt_keras.data import chunk_rows
 from bptt_keras.datasets import data_dir
 
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -625,18 +626,11 @@ def token_stream_batches(
         )
     _check_offset(offset, n=n, batch_size=batch_size)
     row_len = (n - 1 - offset) // batch_size
-    n_batches = row_len // seq_len
-    if n_batches == 0:
+    if row_len < seq_len:
         raise ValueError(
             f"`offset`={offset} leaves rows of {row_len} steps in `ids` of {n} tokens: not "
             f"enough for one chunk of seq_len={seq_len}. Use offset <= "
             f"{n - 1 - batch_size * seq_len} (or a smaller seq_len)."
         )
     x, y = _rows(ids, batch_size, offset)  # (batch_size, row_len)
-
-    def layout(rows: np.ndarray) -> np.ndarray:
-        chunks = rows[:, : n_batches * seq_len].reshape(batch_size, n_batches, seq_len)
-        # (batch_size, n_batches, seq_len) -> (n_batches, batch_size, seq_len) -> flat
-        return chunks.transpose(1, 0, 2).reshape(n_batches * batch_size, seq_len).copy()
-
-    return layout(x), layout(y)
+    return chunk_rows(x, seq_len), chunk_rows(y, seq_len)
