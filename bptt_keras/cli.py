@@ -68,6 +68,8 @@ _LM_HELP = {
     "num_layers": "number of stacked recurrent layers",
     "embedding_dim": "width of the character embedding",
     "dropout": "dropout on the non-recurrent connections (embedding, between layers, head)",
+    "tie_weights": "the head's weights are the embedding's, transposed (needs "
+    "--embedding-dim equal to --units)",
     "batch_size": "parallel rows of the character stream",
     "k1": "truncated BPTT: characters per block, one update per block",
     "k2": "truncated BPTT: characters each block back-propagates through; omit for k2 = k1",

@@ -143,6 +143,8 @@ class LMConfig:
         num_layers: stacked recurrent layers.
         embedding_dim: width of the character embedding.
         dropout: dropout rate on the non-recurrent connections (Zaremba et al. 2014).
+        tie_weights: the head's weights are the embedding's, transposed (Press & Wolf 2017);
+            needs `embedding_dim == units`.
         batch_size: parallel rows of the stream (PyTorch word_language_model's batchify).
         k1: truncated BPTT: characters per block, one update per block (WLM's `--bptt`).
         k2: characters each block back-propagates through (None: `k1`).
@@ -162,6 +164,7 @@ class LMConfig:
     num_layers: int = 2
     embedding_dim: int = 64
     dropout: float = 0.0
+    tie_weights: bool = False
     batch_size: int = 32
     k1: int = 100
     k2: int | None = None
@@ -195,6 +198,14 @@ class LMConfig:
             check_float(self.global_clipnorm, name="global_clipnorm", low=0.0, low_inclusive=False)
         if self.resume and self.checkpoint_dir is None:
             raise ValueError("`resume` needs `checkpoint_dir` (where the checkpoints are).")
+        if not isinstance(self.tie_weights, bool):
+            raise TypeError(f"`tie_weights` must be True or False. Received: {self.tie_weights!r}")
+        if self.tie_weights and self.embedding_dim != self.units:
+            raise ValueError(
+                "`tie_weights` scores the last layer's output against the embedding rows: it "
+                f"needs embedding_dim == units. Received: embedding_dim={self.embedding_dim}, "
+                f"units={self.units} (set embedding_dim={self.units})."
+            )
         return self
 
     def to_dict(self) -> dict:

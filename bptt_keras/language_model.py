@@ -31,6 +31,18 @@ LOSS = "sparse_categorical_crossentropy"
 TEMPERATURES = (0.5, 0.8, 1.0)
 
 
+@dataclass(frozen=True)
+class LMData:
+    """A language-model run's data (`lm_data`): the text, its vocabulary, training rows
+    `train = (x, y)` and validation rows `val = (xv, yv)`, integer ids of shape
+    `(rows, length)`, `y` one character ahead of `x`."""
+
+    text: str
+    vocab: Vocabulary
+    train: tuple
+    val: tuple
+
+
 @dataclass
 class LMResult:
     """What `train_lm` returns: the trained model and vocabulary, the history per epoch
@@ -45,8 +57,25 @@ class LMResult:
     files: dict = field(default_factory=dict)
 
 
-def _data(config: LMConfig):
-    text = load_shakespeare() if config.text is None else load_text(config.text)
+def lm_data(config: LMConfig, text: str | None = None) -> LMData:
+    """Reads, encodes, splits and lays out the text of a language-model run.
+
+    Args:
+        config: the run's `LMConfig` (its `text`, `batch_size`, `k1` and `val_fraction`).
+        text: the text itself, instead of reading `config.text` (None: read it; the shipped
+            Tiny Shakespeare when `config.text` is None too).
+
+    Returns:
+        An `LMData`: the text, its `Vocabulary`, training rows `(x, y)` of shape
+        `(batch_size, n_blocks * k1)` (whole blocks of `k1`, so every update has one shape)
+        and validation rows `(xv, yv)` of shape `(rows, length)` (word_language_model's
+        batchify of the held-out final `val_fraction`).
+
+    Raises:
+        ValueError: the training text is shorter than one block per row.
+    """
+    if text is None:
+        text = load_shakespeare() if config.text is None else load_text(config.text)
     vocab = Vocabulary.from_text(text)
     train, val = split_text(vocab.encode(text), val_fraction=config.val_fraction)
     row = (len(train) - 1) // config.batch_size
@@ -61,7 +90,67 @@ def _data(config: LMConfig):
     x, y = token_rows(train, batch_size=config.batch_size)
     x, y = (a[:, : row // config.k1 * config.k1] for a in (x, y))  # whole blocks: one shape
     val_rows = max(1, min(config.batch_size, (len(val) - 1) // 2))
-    return text, vocab, (x, y), token_rows(val, batch_size=val_rows)
+    return LMData(text, vocab, (x, y), token_rows(val, batch_size=val_rows))
+
+
+def fit_lm(
+    config: LMConfig,
+    data: LMData,
+    *,
+    optimizer: keras.optimizers.Optimizer | None = None,
+    verbose: int = 0,
+) -> tuple[keras.Model, dict, dict]:
+    """Builds the model `config` describes and trains it on `data` by truncated BPTT.
+
+    Args:
+        config: the run's `LMConfig`.
+        data: `lm_data(config, ...)`.
+        optimizer: replaces the configuration's `Adam(config.learning_rate)` (e.g. char-rnn's
+            RMSprop); its own clipping adds to `config.global_clipnorm`.
+        verbose: 0 silent, 1 one line (or bar) per epoch.
+
+    Returns:
+        `(model, history, metrics)`: the trained model; per epoch `loss`, `val_loss` (nats
+        per character), `bpc`, `val_bpc` and `grad_norm`; and the final validation scores
+        (`val_nats_per_char`, `val_bits_per_char`, `val_perplexity`) with the sizes.
+    """
+    from bptt_keras.run import EpochProgress
+
+    (x, y), (xv, yv) = data.train, data.val
+    keras.utils.set_random_seed(config.seed)
+    model = build_model(
+        config.cell, config.units, vocab_size=data.vocab.size,
+        embedding_dim=config.embedding_dim, num_layers=config.num_layers,
+        dropout=config.dropout, tie_weights=config.tie_weights, seed=config.seed,
+    )  # fmt: skip
+    fitted = fit(
+        model, x, y, batch_size=config.batch_size, k1=config.k1, k2=config.k2,
+        epochs=config.epochs, loss=LOSS, shuffle=False, seed=config.seed,
+        optimizer=optimizer or keras.optimizers.Adam(learning_rate=config.learning_rate),
+        global_clipnorm=config.global_clipnorm, validation_data=(xv, yv),
+        checkpoint_dir=config.checkpoint_dir, resume=config.resume, verbose=0,
+        callbacks=[EpochProgress(config.epochs)] if verbose else [],
+    )  # fmt: skip
+    history = {k: [float(v) for v in vals] for k, vals in fitted.history.items()}
+    history["bpc"] = [bits_per_token(v) for v in history["loss"]]
+    history["val_bpc"] = [bits_per_token(v) for v in history["val_loss"]]
+    val_nats = evaluate(model, xv, yv, loss=LOSS, batch_size=xv.shape[0])
+    metrics = {
+        "val_nats_per_char": val_nats,
+        "val_bits_per_char": bits_per_token(val_nats),
+        "val_perplexity": perplexity(val_nats),
+        "train_chars_per_epoch": int(x.size),
+        "val_chars": int(xv.size),
+        "vocab_size": data.vocab.size,
+        "parameters": int(model.count_params()),
+    }
+    return model, history, metrics
+
+
+def sample_prompt(data: LMData) -> str:
+    """The prompt samples start from: a newline if the text has one, else its first
+    character."""
+    return "\n" if "\n" in data.vocab.chars else data.text[0]
 
 
 def _check_checkpoint_vocab(config: LMConfig, vocab: Vocabulary) -> None:
@@ -95,53 +184,24 @@ def train_lm(config: LMConfig, *, out_dir: str | os.PathLike | None = None, verb
             before anything is built; a vocabulary that differs from the checkpoint's.
         FileExistsError: `out_dir` already exists.
     """
-    from bptt_keras.run import EpochProgress
-
     config.validate()
     if out_dir is not None and Path(out_dir).exists():
         raise FileExistsError(f"`out_dir` already exists: {str(out_dir)!r}; choose a new one.")
-    text, vocab, (x, y), (xv, yv) = _data(config)
-    _check_checkpoint_vocab(config, vocab)
-
-    keras.utils.set_random_seed(config.seed)
-    model = build_model(
-        config.cell, config.units, vocab_size=vocab.size, embedding_dim=config.embedding_dim,
-        num_layers=config.num_layers, dropout=config.dropout, seed=config.seed,
-    )  # fmt: skip
-    fitted = fit(
-        model, x, y, batch_size=config.batch_size, k1=config.k1, k2=config.k2,
-        epochs=config.epochs, loss=LOSS, shuffle=False, seed=config.seed,
-        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
-        global_clipnorm=config.global_clipnorm, validation_data=(xv, yv),
-        checkpoint_dir=config.checkpoint_dir, resume=config.resume, verbose=0,
-        callbacks=[EpochProgress(config.epochs)] if verbose else [],
-    )  # fmt: skip
-    history = {k: [float(v) for v in vals] for k, vals in fitted.history.items()}
-    history["bpc"] = [bits_per_token(v) for v in history["loss"]]
-    history["val_bpc"] = [bits_per_token(v) for v in history["val_loss"]]
-    val_nats = evaluate(model, xv, yv, loss=LOSS, batch_size=xv.shape[0])
-    metrics = {
-        "val_nats_per_char": val_nats,
-        "val_bits_per_char": bits_per_token(val_nats),
-        "val_perplexity": perplexity(val_nats),
-        "train_chars_per_epoch": int(x.size),
-        "val_chars": int(xv.size),
-        "vocab_size": vocab.size,
-        "parameters": int(model.count_params()),
-    }
-    prompt = "\n" if "\n" in vocab.chars else text[0]
+    data = lm_data(config)
+    _check_checkpoint_vocab(config, data.vocab)
+    model, history, metrics = fit_lm(config, data, verbose=verbose)
     samples = {
         t: generate(
             model,
-            vocab,
-            prompt=prompt,
+            data.vocab,
+            prompt=sample_prompt(data),
             length=config.sample_length,
             temperature=t,
             seed=config.seed,
-        )  # fmt: skip
+        )
         for t in TEMPERATURES
     }
-    result = LMResult(model, vocab, history, metrics, samples)
+    result = LMResult(model, data.vocab, history, metrics, samples)
     if out_dir is not None:
         result.files = _save(result, config, Path(out_dir))
     return result

@@ -80,6 +80,7 @@ def build_model(
     vocab_size: int | None = None,
     embedding_dim: int | None = None,
     dropout: float = 0.0,
+    tie_weights: bool = False,
     stateful: bool = False,
     batch_size: int | None = None,
     init: str = "default",
@@ -116,6 +117,12 @@ def build_model(
         embedding_dim: the embedding's width (token models only; default `units`).
         dropout: rate of the dropout on the non-recurrent connections (see above), in
             `[0, 1)`; 0 adds no layer. Seeded from `seed` when given.
+        tie_weights: token models only: the head's weight matrix *is* the embedding's,
+            transposed (logits = h E^T, no bias), as PyTorch word_language_model's `--tied`
+            (Press & Wolf 2017; Inan et al. 2017): `vocab_size * units` fewer parameters.
+            Needs `embedding_dim == units` (the last layer's output is scored against the
+            embedding rows) and `output_dim == vocab_size`. Built from Keras'
+            `ReversibleEmbedding`, called twice, so it saves and loads as one variable.
         stateful: if True, the recurrent layers keep their final state as the initial state
             of the next batch (row `i` continues row `i`); requires `batch_size`.
         batch_size: fixed batch size, required when `stateful=True`; optional otherwise.
@@ -163,6 +170,20 @@ def build_model(
     if output_dim is None:
         output_dim = vocab_size or 1
     output_dim = check_int(output_dim, name="output_dim")
+    if not isinstance(tie_weights, bool):
+        raise TypeError(f"`tie_weights` must be True or False. Received: {tie_weights!r}")
+    if tie_weights:
+        if vocab_size is None:
+            raise ValueError(
+                "`tie_weights=True` ties the head to a token embedding: it needs `vocab_size`."
+            )
+        if embedding_dim != units or output_dim != vocab_size:
+            raise ValueError(
+                "`tie_weights=True` scores the last layer's output (units) against the embedding "
+                "rows (embedding_dim), one logit per token: it needs embedding_dim == units and "
+                f"output_dim == vocab_size. Received: embedding_dim={embedding_dim}, "
+                f"units={units}, output_dim={output_dim}, vocab_size={vocab_size}"
+            )
     num_layers = check_int(num_layers, name="num_layers")
     dropout = check_float(dropout, name="dropout", low=0.0, high=1.0, high_inclusive=False)
     if batch_size is not None:
@@ -193,11 +214,15 @@ def build_model(
         embed_init = keras.initializers.RandomUniform(
             -0.1, 0.1, seed=None if seed is None else seed + 7777
         )  # PyTorch word_language_model's init_weights
-        layers.append(
-            keras.layers.Embedding(
+        if tie_weights:
+            embedding = keras.layers.ReversibleEmbedding(
                 vocab_size, embedding_dim, embeddings_initializer=embed_init, name="embedding"
             )
-        )
+        else:
+            embedding = keras.layers.Embedding(
+                vocab_size, embedding_dim, embeddings_initializer=embed_init, name="embedding"
+            )
+        layers.append(embedding)
         layers += drop(0)
     for i in range(num_layers):
         layer_seed = None if seed is None else seed + 10 * i
@@ -214,9 +239,17 @@ def build_model(
         )
         layers += drop(i + 1)
     head_init = keras.initializers.GlorotUniform(seed=None if seed is None else seed + 9999)
-    head = keras.layers.Dense(
-        output_dim, activation=output_activation, kernel_initializer=head_init, name="head"
-    )
+    if tie_weights:
+        if output_activation is not None:
+            raise ValueError(
+                "`tie_weights=True` returns logits (h E^T): it takes no `output_activation`. "
+                f"Received: output_activation={output_activation!r}"
+            )
+        head = TiedHead(embedding)
+    else:
+        head = keras.layers.Dense(
+            output_dim, activation=output_activation, kernel_initializer=head_init, name="head"
+        )
     return _assemble(
         [*layers, head],
         input_shape=(None,) if vocab_size is not None else (None, input_dim),
@@ -225,6 +258,37 @@ def build_model(
         return_state=return_state,
         name=name or f"{cell}_{units}x{num_layers}",
     )
+
+
+class TiedHead:
+    """The output end of a tied embedding: `head(h) = embedding(h, reverse=True) = h E^T`.
+
+    Not a layer of its own: the model's last node is a second call of the same
+    `ReversibleEmbedding` (so the weights are one variable, saved once), and this object is
+    how `layer_chain` lists that call among the per-step layers the engine unrolls.
+
+    Args:
+        embedding: the model's `keras.layers.ReversibleEmbedding`.
+    """
+
+    def __init__(self, embedding: keras.layers.Layer):
+        self.embedding = embedding
+        self.name = f"{embedding.name}_reverse"
+
+    def __call__(self, h, training=None):
+        return self.embedding(h, reverse=True)
+
+    def __repr__(self) -> str:
+        return f"TiedHead({self.embedding.name!r})"
+
+
+def _tied_head(model: keras.Model, layers: list) -> TiedHead | None:
+    """A `TiedHead` if the model's output is the reverse call of its first layer."""
+    first = layers[0] if layers else None
+    if not isinstance(first, keras.layers.ReversibleEmbedding):
+        return None
+    history = getattr(model.outputs[0], "_keras_history", None)
+    return TiedHead(first) if history is not None and history[0] is first else None
 
 
 def state_sizes(layer: keras.layers.RNN) -> list[int]:
@@ -372,7 +436,9 @@ def layer_chain(model: keras.Model) -> list[keras.layers.Layer]:
     The engine unrolls a chain: optional per-step layers (e.g. `Embedding`, `Dropout`), then
     recurrent layers, each optionally followed by per-step layers (`Dropout` between layers,
     the `Dense` head after the last). "Per-step" means the layer acts on every time step
-    alone, as `Embedding`, `Dropout`, `Dense` and `Activation` do.
+    alone, as `Embedding`, `Dropout`, `Dense` and `Activation` do. A tied head (the model's
+    output is a second, reverse call of its `ReversibleEmbedding`) ends the chain as a
+    `TiedHead`.
 
     Args:
         model: a Keras model.
@@ -404,7 +470,8 @@ def layer_chain(model: keras.Model) -> list[keras.layers.Layer]:
                 "it would score and carry state through padded steps. Build it without "
                 "masking (e.g. `Embedding(mask_zero=False)`)."
             )
-    return layers
+    tied = _tied_head(model, layers)
+    return [*layers, tied] if tied is not None else layers
 
 
 def _rebuild(
@@ -413,6 +480,9 @@ def _rebuild(
     """A copy of a chain model with new statefulness/state I/O and copied weights."""
     layers = []
     for layer in layer_chain(model):
+        if isinstance(layer, TiedHead):  # the reverse call of the rebuilt embedding
+            layers.append(TiedHead(layers[0]))
+            continue
         config = layer.get_config()
         if isinstance(layer, keras.layers.RNN):
             config = {**config, "stateful": stateful, "return_state": return_state}

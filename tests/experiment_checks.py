@@ -128,6 +128,30 @@ def check_forecasting(run_dir: Path) -> None:
         assert ar < float(by[(series, "one-step", "persistence")]["RMSE"])
 
 
+def check_charlm(run_dir: Path) -> None:
+    _common(run_dir, "charlm", ["results", "published"], ["charlm"])
+    rows = read_table(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    expected = {f"LSTM k = {k}" for k in config["ks"]} | {
+        f"{label} k = {config['cell_k']}" for label in ("GRU", "tanh RNN")
+    }
+    assert {r["run"] for r in rows} == expected
+    chars = [int(r["training chars"]) for r in rows]
+    assert max(chars) - min(chars) <= config["batch_size"] * max(config["ks"]) * config["epochs"]
+    for r in rows:
+        nats = float(r["val nats/char"])
+        assert math.isclose(float(r["val bits/char"]), nats / math.log(2), rel_tol=1e-9)
+        assert math.isclose(float(r["val perplexity"]), math.exp(nats), rel_tol=1e-9)
+        assert nats < 0.8 * float(r["untrained val nats/char"])  # learned from the text
+        assert 3.0 < float(r["untrained val nats/char"]) < 4.5  # about ln(vocabulary)
+    curves = read_table(run_dir, "curves")
+    assert len(curves) == len(rows) * (config["epochs"] + 1)
+    published = read_table(run_dir, "published")
+    assert [p["val loss (nats/char)"] for p in published[:2]] == ["1.4697", "1.88"]
+    samples = (run_dir / "samples.txt").read_text(encoding="utf-8")
+    assert samples.count("--- temperature") == 3
+
+
 CHECKS = {
     "04_vanishing_exploding_gradients": ("gradients", check_gradients),
     "05_adding_problem": ("adding", check_adding),
@@ -135,4 +159,5 @@ CHECKS = {
     "07_truncation_vs_lag": ("truncation", check_truncation),
     "08_memory_and_time": ("memory", check_memory),
     "09_real_data_forecasts": ("forecasting", check_forecasting),
+    "10_language_model": ("charlm", check_charlm),
 }

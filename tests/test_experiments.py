@@ -174,6 +174,7 @@ def test_every_experiment_has_a_quick_and_a_full_config_and_a_run():
         "truncation",
         "memory",
         "forecasting",
+        "charlm",
     ]
     for experiment in EXPERIMENTS.values():
         module = experiment.load()

@@ -269,3 +269,94 @@ def test_resume_with_dropout_continues_exactly(tmp_path):
     bk.fit(resumed, xs, ys, epochs=3, resume=True, **kwargs)
     for a, b in zip(straight.get_weights(), resumed.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+# ---- tied weights (word_language_model's --tied; Press & Wolf 2017) ----------------------
+
+
+def _tied(cell="lstm", units=6, vocab=7, **kwargs):
+    kwargs.setdefault("seed", 0)
+    return bk.build_model(cell, units, vocab_size=vocab, num_layers=2, tie_weights=True, **kwargs)
+
+
+def test_tied_head_is_the_embedding_transposed_and_saves_as_one_variable(tmp_path):
+    model = _tied(dropout=0.1)
+    untied = bk.build_model("lstm", 6, vocab_size=7, num_layers=2, seed=0)
+    # one V x units matrix and no head kernel/bias: V * units + V fewer parameters
+    assert model.count_params() == untied.count_params() - 7 * 6 - 7
+    x, _ = _ids(batch=2, time=5)
+    logits = np.asarray(model(x))
+    hidden = keras.Model(model.inputs[0], model.get_layer("lstm_1").output)(x)
+    embeddings = np.asarray(model.get_layer("embedding").embeddings)
+    np.testing.assert_allclose(logits, np.asarray(hidden) @ embeddings.T, rtol=1e-5, atol=1e-6)
+    path = tmp_path / "tied.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(np.asarray(loaded(x)), logits, rtol=1e-6)
+    assert len(loaded.trainable_variables) == len(model.trainable_variables)
+    # still tied after loading: changing the embedding changes the logits' weights
+    emb = loaded.get_layer("embedding").embeddings
+    emb.assign(np.asarray(emb) * 2.0)
+    hidden = keras.Model(loaded.inputs[0], loaded.get_layer("lstm_1").output)(x)
+    np.testing.assert_allclose(
+        np.asarray(loaded(x)), np.asarray(hidden) @ np.asarray(emb).T, rtol=1e-5, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_tied_gradients_equal_keras_full_and_truncated(fast):
+    """The shared matrix gets both gradients (lookup rows and head), summed, as Keras' own
+    model under a plain tape: full BPTT and TBPTT(k) from the carried state."""
+    model = _tied()
+    x, y = _ids(time=8)
+    loss, ours = bk.bptt_gradients(model, x, y, loss=LOSS, fast=fast)
+    theirs_loss, (theirs,) = _keras_loss_and_grads(model, x, y, [(0, 8)])
+    assert loss == pytest.approx(theirs_loss, rel=1e-5)
+    assert len(ours) == len(theirs) == len(model.trainable_variables)
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(np.asarray(a), tf.convert_to_tensor(b), rtol=1e-4, atol=1e-6)
+    # TBPTT(4) with SGD: each update is one chunk's gradient from the carried state
+    lr, reference = 0.5, _tied()
+    bk.fit(model, x, y, batch_size=3, k1=4, epochs=1, loss=LOSS, shuffle=False, verbose=0,
+           optimizer=keras.optimizers.SGD(lr), fast=fast)  # fmt: skip
+    twin = bk.with_explicit_state(reference)
+    states = [tf.constant(s) for s in bk.zero_states(twin, 3)]
+    for begin in (0, 4):
+        with tf.GradientTape() as tape:
+            out = twin([tf.constant(x[:, begin : begin + 4]), *states])
+            chunk_loss = tf.reduce_mean(
+                keras.losses.sparse_categorical_crossentropy(
+                    y[:, begin : begin + 4], out[0], from_logits=True
+                )
+            )
+        grads = tape.gradient(chunk_loss, twin.trainable_variables)
+        for v, g in zip(twin.trainable_variables, grads, strict=True):
+            v.assign_sub(lr * tf.convert_to_tensor(g))
+        states = [tf.stop_gradient(s) for s in out[1:]]
+    for a, b in zip(model.get_weights(), twin.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_tied_generation_runs_from_the_shared_matrix():
+    model = _tied(vocab=5)
+    vocab = bk.Vocabulary(tuple("abcde"))
+    text = bk.generate(model, vocab, prompt="ab", length=6, temperature=0.0, seed=0)
+    assert len(text) == 6 and set(text) <= set("abcde")
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"vocab_size": None}, ["tie_weights", "vocab_size"]),
+        ({"embedding_dim": 4}, ["embedding_dim=4", "units=6", "embedding_dim == units"]),
+        ({"output_dim": 3}, ["output_dim=3", "vocab_size=7"]),
+        ({"output_activation": "softmax"}, ["output_activation", "logits"]),
+    ],
+)
+def test_tie_weights_arguments_are_checked(kwargs, words):
+    args = {"vocab_size": 7, "tie_weights": True, **kwargs}
+    with pytest.raises(ValueError) as error:
+        bk.build_model("lstm", 6, **args)
+    assert all(w in str(error.value) for w in words)
+    with pytest.raises(TypeError, match="tie_weights"):
+        bk.build_model("lstm", 6, vocab_size=7, tie_weights="yes")

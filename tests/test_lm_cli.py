@@ -86,3 +86,30 @@ def test_lm_refuses_to_resume_with_another_vocabulary(tmp_path, corpus, capsys):
     assert main(["lm", "--text", str(other), "--out", str(out), "--resume", *args]) == 2
     assert "vocab" in _one_error_line(capsys).lower()
     assert not out.exists()
+
+
+def test_lm_refuses_tied_weights_of_unequal_widths(tmp_path, corpus, capsys):
+    out = tmp_path / "run"
+    assert main(["lm", "--text", str(corpus), "--out", str(out), "--tie-weights", *TINY]) == 2
+    line = _one_error_line(capsys)
+    assert "embedding_dim=4" in line and "units=8" in line and "tie_weights" in line
+    assert not out.exists()
+
+
+@pytest.mark.slow  # a training run
+def test_lm_with_tied_weights_trains_and_reloads(tmp_path, corpus):
+    import keras
+
+    out = tmp_path / "run"
+    tiny = [*TINY]
+    tiny[tiny.index("--embedding-dim") + 1] = "8"  # = --units: the head is E^T
+    assert main(["lm", "--text", str(corpus), "--epochs", "1", "--tie-weights", "--out",
+                 str(out), *tiny]) == 0  # fmt: skip
+    assert json.loads((out / "config.json").read_text())["tie_weights"] is True
+    model = keras.models.load_model(out / "model.keras")
+    assert isinstance(model.get_layer("embedding"), keras.layers.ReversibleEmbedding)
+    params = json.loads((out / "metrics.json").read_text())["parameters"]
+    assert params == model.count_params()
+    vocab = bk.Vocabulary.load(out / "vocab.json").size
+    untied = bk.build_model("lstm", 8, vocab_size=vocab, embedding_dim=8)
+    assert params == untied.count_params() - vocab * 8 - vocab

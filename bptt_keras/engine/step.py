@@ -148,6 +148,13 @@ class Engine:
             self._train_updates, reduce_retracing=True, autograph=False, jit_compile=jit
         )
         self.eval_fn = tf.function(self._eval_step, reduce_retracing=True, autograph=False)
+        # TensorFlow counts traces per source function, across instances: an experiment that
+        # trains one model after another (each with its own Engine, traced once per shape, as
+        # it must be) otherwise gets "triggered tf.function retracing" warnings that point at
+        # nothing wrong. Retracing within one Engine is measured by `trace_count` instead.
+        for fn in (self.grad_fn, self.train_fn, self.train_updates_fn, self.eval_fn):
+            if hasattr(fn, "_omit_frequent_tracing_warning"):  # private; absent: keep warnings
+                fn._omit_frequent_tracing_warning = True
 
     def trace_count(self) -> int:
         """How often the training functions have been traced (for tests and diagnosis)."""

@@ -11,6 +11,7 @@
 | `truncation` | truncated BPTT window vs the dependency lag it can learn |
 | `memory` | peak memory and step time of full / truncated / recomputed BPTT as T grows |
 | `forecasting` | sunspot and CO2 forecasts against persistence and a linear AR model |
+| `charlm` | character language models: bits per character vs the truncation length k |
 
 Each experiment module has `CONFIG = {"quick": {...}, "full": {...}}` and `run(report)`.
 """
@@ -75,6 +76,12 @@ EXPERIMENTS: dict[str, Experiment] = {
             "sunspot and CO2 one-step and multi-step forecasts vs persistence and a "
             "least-squares linear AR model (RMSE, MAE)",
             "forecasting",
+        ),
+        Experiment(
+            "charlm",
+            "character language models on Tiny Shakespeare: validation bits/char against the "
+            "truncation length k at equal training characters, LSTM vs GRU vs tanh RNN, samples",
+            "charlm",
         ),
     ]
 }
