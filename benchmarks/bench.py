@@ -720,6 +720,86 @@ def charlm_torch(spec, data, seconds):
     }
 
 
+def charlm_step_shapes(spec):
+    """The matrix products one LSTM step makes, per layer: forward `[h, x_t, 1] [U; W; b]`
+    (B x (H + inputs + 1) times (H + inputs + 1) x 4H, as the fast path computes it) and the
+    backward recurrence `dz U^T` (B x 4H times 4H x H)."""
+    b, h = spec["batch"], spec["units"]
+    shapes = []
+    for layer in range(spec["layers"]):
+        inputs = spec["embedding"] if layer == 0 else h
+        shapes += [(f"forward, layer {layer + 1}", b, h + inputs + 1, 4 * h),
+                   (f"backward dz U^T, layer {layer + 1}", b, 4 * h, h)]  # fmt: skip
+    return shapes
+
+
+def charlm_flops_per_update(spec, vocab):
+    """Multiply-add FLOPs (2 per multiply-add) of one TBPTT update, counted from the shapes:
+    per step and layer the forward product, the backward recurrence `dz U^T`, the weight
+    gradient `[h, x, 1]^T dz` and the input gradient `dz W^T` (not for the first layer, whose
+    input is the embedding lookup); the head's forward, input and weight gradients."""
+    b, h, k = spec["batch"], spec["units"], spec["bptt"]
+    total = 0
+    for layer in range(spec["layers"]):
+        inputs = spec["embedding"] if layer == 0 else h
+        total += 2 * b * (h + inputs + 1) * 4 * h * 2  # forward product + weight gradient
+        total += 2 * b * 4 * h * h  # backward recurrence
+        total += 2 * b * 4 * h * inputs if layer else 0  # gradient to the layer below
+    total += 3 * 2 * b * h * vocab  # head: forward, input gradient, weight gradient
+    return total * k
+
+
+def matmul_child(quick):
+    """GFLOP/s of each step shape as a compiled XLA loop of `tf.matmul` (what the fast path's
+    XLA step runs) and as PyTorch's `torch.matmul` (the library behind nn.LSTM on a CPU), in
+    this one process, 100 dependent products per call, best of 5 calls; a JSON line."""
+    import tensorflow as tf
+
+    spec = CHARLM_QUICK if quick else CHARLM
+    steps, rows = 100, []
+    for name, m, k, n in charlm_step_shapes(spec):
+        a, w = tf.random.normal((m, k)), tf.random.normal((k, n)) * 0.01
+
+        @tf.function(jit_compile=True)
+        def loop(a, w):
+            def body(i, acc):  # each product depends on i: XLA cannot hoist it
+                product = tf.matmul(a + tf.cast(i, a.dtype) * 1e-6, w)
+                return i + 1, acc + tf.reduce_sum(product)
+
+            return tf.while_loop(lambda i, _: i < steps, body, (0, 0.0))[1]
+
+        loop(a, w).numpy()
+        best = min(_timed(lambda a=a, w=w: loop(a, w).numpy()) for _ in range(5))
+        row = {
+            "shape": name,
+            "m": m,
+            "k": k,
+            "n": n,
+            "xla_gflops": 2 * m * k * n * steps / best / 1e9,
+        }
+        if _available("torch"):
+            import torch
+
+            torch.set_num_threads(os.cpu_count() or 1)
+            ta, tw = torch.randn(m, k), torch.randn(k, n)
+
+            def torch_loop(ta=ta, tw=tw):
+                for _ in range(steps):
+                    torch.matmul(ta, tw)
+
+            torch_loop()
+            best = min(_timed(torch_loop) for _ in range(5))
+            row["torch_gflops"] = 2 * m * k * n * steps / best / 1e9
+        rows.append(row)
+    print(json.dumps(rows))
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 CHARLM_CONFIGS = {
     "torch": charlm_torch,  # the baseline
     "engine": charlm_engine,
@@ -824,9 +904,15 @@ def charlm(rounds, quick, seconds, only=None):
                 "runs": runs[config],
             }
         )
+    flops = charlm_flops_per_update(spec, len(vocab))
+    for row in rows:
+        rate = row["chars_per_s"]
+        row["gflops"] = None if rate is None else flops * rate / (batch * bptt) / 1e9
     return {
         "spec": spec,
         "seconds": seconds,
+        "flops_per_update": flops,
+        "matmul": _child("--matmul-child", *(["--quick"] if quick else [])),
         "vocab": len(vocab),
         "train_chars": len(train),
         "val_chars": len(val),
@@ -866,6 +952,25 @@ def charlm_markdown(result):
             f" updates) | {fmt(row['compile_s'], '{:.1f}')} | {fmt(row['train_s'], '{:.1f}')} | "
             f"{fmt(row['updates'], '{:.0f}')} | {fmt(row['train_nats'], '{:.3f}')} | "
             f"{fmt(row['val_nats'], '{:.3f}')} | {fmt(row['val_bits'], '{:.3f}')} |"
+        )
+    lines += [
+        "",
+        f"Work per update, counted from the shapes: {result['flops_per_update'] / 1e9:.2f} "
+        "GFLOP (matrix products only); achieved: "
+        + ", ".join(f"{r['config']} {fmt(r['gflops'], '{:.0f}')} GFLOP/s" for r in result["rows"])
+        + ". The step's matrix products alone, measured in one process (a compiled XLA loop "
+        "of `tf.matmul`, what the fast path's step runs, and `torch.matmul`):",
+        "",
+        "| product | shape (m x k times k x n) | XLA loop GFLOP/s | PyTorch GFLOP/s "
+        "| XLA / PyTorch |",
+        "|---|---|---|---|---|",
+    ]
+    for m in result["matmul"]:
+        torch_rate = m.get("torch_gflops")
+        ratio = None if torch_rate is None else m["xla_gflops"] / torch_rate
+        lines.append(
+            f"| {m['shape']} | {m['m']} x {m['k']} x {m['n']} | {m['xla_gflops']:.0f} | "
+            f"{fmt(torch_rate, '{:.0f}')} | {fmt(ratio, '{:.2f}x')} |"
         )
     over = [r["config"] for r in result["rows"] if r["train_s"] > 1.1 * result["seconds"]]
     if over:
@@ -1205,6 +1310,7 @@ def main():
         f"quick {CHARLM_SECONDS_QUICK:g} s)",
     )
     parser.add_argument("--charlm-child", metavar="CONFIG", help=argparse.SUPPRESS)
+    parser.add_argument("--matmul-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--memory-child", nargs=2, metavar=("CONFIG", "T"), help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument(
@@ -1222,6 +1328,9 @@ def main():
         return
     if args.charlm_child:
         charlm_child(args.charlm_child, args.quick, args.data, args.charlm_seconds)
+        return
+    if args.matmul_child:
+        matmul_child(args.quick)
         return
     chosen = args.workloads.split(",")
     args.rounds_set = args.rounds is not None

@@ -50,3 +50,6 @@ def test_bench_quick_runs_the_character_language_model_workload():
     for config in ("engine", "engine_rows"):
         assert f"| {config} |" in done.stdout
     assert "nats/char" in done.stdout
+    # the same-run matrix-product rates that bound the step (XLA loop; PyTorch if installed)
+    assert "| forward, layer 1 | 8 x 49 x 128 |" in done.stdout  # quick: B 8, H 32, E 16
+    assert "GFLOP/s" in done.stdout

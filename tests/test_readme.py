@@ -52,3 +52,26 @@ def test_language_model_example_runs(capsys):
     assert bits == pytest.approx(namespace["nats"] / math.log(2))
     assert ppl == pytest.approx(math.exp(namespace["nats"]))
     assert len(sample[0]) >= 30  # the sampled text and print's newline
+
+
+def test_every_command_line_in_the_readme_parses():
+    """Each `bptt-keras ...` line of the README's shell blocks is accepted by the parser (the
+    options exist and take the values shown)."""
+    import shlex
+
+    from bptt_keras.cli import _parser
+
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), re.S)
+    lines = [
+        line.split("#")[0].strip()
+        for block in blocks
+        for line in block.splitlines()
+        if line.strip().startswith("bptt-keras ")
+    ]
+    assert any(line.startswith("bptt-keras lm") for line in lines)
+    parser = _parser()
+    for line in lines:
+        argv = shlex.split(line)[1:]
+        if "--help" in argv or "--version" in argv or "--list" in argv:
+            continue
+        parser.parse_args(argv)  # SystemExit (exit 2, usage on stderr) on a wrong option
