@@ -63,6 +63,7 @@ def test_full_bptt_gradients_equal_keras(cell, fast):
         np.testing.assert_allclose(np.asarray(a), tf.convert_to_tensor(b), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # training runs / many traces: the slow group, run by .ci/run
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_truncated_updates_equal_keras_chunks(cell):
     """TBPTT(k) with SGD(lr): each update equals one chunk's gradient of Keras' own model
@@ -279,6 +280,7 @@ def _tied(cell="lstm", units=6, vocab=7, **kwargs):
     return bk.build_model(cell, units, vocab_size=vocab, num_layers=2, tie_weights=True, **kwargs)
 
 
+@pytest.mark.slow  # training runs / many traces: the slow group, run by .ci/run
 def test_tied_head_is_the_embedding_transposed_and_saves_as_one_variable(tmp_path):
     model = _tied(dropout=0.1)
     untied = bk.build_model("lstm", 6, vocab_size=7, num_layers=2, seed=0)
@@ -303,6 +305,7 @@ def test_tied_head_is_the_embedding_transposed_and_saves_as_one_variable(tmp_pat
     )
 
 
+@pytest.mark.slow  # training runs / many traces: the slow group, run by .ci/run
 @pytest.mark.parametrize("fast", [True, False])
 def test_tied_gradients_equal_keras_full_and_truncated(fast):
     """The shared matrix gets both gradients (lookup rows and head), summed, as Keras' own
@@ -337,6 +340,7 @@ def test_tied_gradients_equal_keras_full_and_truncated(fast):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # training runs / many traces: the slow group, run by .ci/run
 def test_tied_generation_runs_from_the_shared_matrix():
     model = _tied(vocab=5)
     vocab = bk.Vocabulary(tuple("abcde"))
