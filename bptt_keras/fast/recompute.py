@@ -26,6 +26,7 @@ from bptt_keras.fast.common import (
     lstm_back_step,
     read_weights,
     simple_rnn_back_step,
+    transposed,
     zeros_for_none,
 )
 from bptt_keras.fast.common import time_major as to_time_major
@@ -90,9 +91,10 @@ def _simple_segment_back(xw, recurrent, h_prev, h_seg, states_in, d_seg, carry, 
     size = h_seg.shape[0]
     slope = tf.cast(h_seg > 0, h_seg.dtype) if relu else 1.0 - tf.square(h_seg)
     das = tf.TensorArray(h_seg.dtype, size=size, element_shape=carry[0].shape)
+    recurrent_t = transposed(recurrent)
 
     def body(t, dh, das):
-        d_prev, da = simple_rnn_back_step(d_seg[t] + dh, slope[t], recurrent)
+        d_prev, da = simple_rnn_back_step(d_seg[t] + dh, slope[t], recurrent_t)
         return t - 1, d_prev, das.write(t, da)
 
     _, dh, das = tf.while_loop(
@@ -136,9 +138,10 @@ def _lstm_segment_back(xw, recurrent, h_prev, h_seg, states_in, d_seg, carry):
         axis=-1,
     )
     dzs = tf.TensorArray(z.dtype, size=size, element_shape=z.shape[1:])
+    recurrent_t = transposed(recurrent)
 
     def back(t, dh, dc, dzs):
-        dh, dc, dz = lstm_back_step(d_seg[t] + dh, dc, to_c[t], f[t], scale[t], recurrent)
+        dh, dc, dz = lstm_back_step(d_seg[t] + dh, dc, to_c[t], f[t], scale[t], recurrent_t)
         return t - 1, dh, dc, dzs.write(t, dz)
 
     _, dh, dc, dzs = tf.while_loop(

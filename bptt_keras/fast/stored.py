@@ -12,6 +12,7 @@ from bptt_keras.fast.common import (
     read_weights,
     simple_rnn_back_step,
     time_major,
+    transposed,
     zeros_for_none,
 )
 
@@ -49,6 +50,7 @@ def _simple_rnn(x, h0, kernel, recurrent, bias, capture_at, act, activation):
             )
             d_seq = time_major(d_out)
             das = tf.TensorArray(x.dtype, size=steps, element_shape=h0.shape)
+            recurrent_t = transposed(recurrent)
 
             def back(t, carry, das):
                 # The final and the captured state's gradients join the carry at their step;
@@ -59,7 +61,7 @@ def _simple_rnn(x, h0, kernel, recurrent, bias, capture_at, act, activation):
                 g += tf.where(t == capture_at - 1, d_captured, tf.zeros_like(d_captured))
                 h = seq[t]
                 slope = 1.0 - tf.square(h) if activation == "tanh" else tf.cast(h > 0, h.dtype)
-                d_prev, da = simple_rnn_back_step(g, slope, recurrent)
+                d_prev, da = simple_rnn_back_step(g, slope, recurrent_t)
                 return t - 1, d_prev, das.write(t, da)
 
             _, d_h0, das = tf.while_loop(
@@ -163,6 +165,7 @@ def _lstm(x, h0, c0, kernel, recurrent, bias, capture_at):
             )
             d_h_seq = time_major(d_out)
             dzs = tf.TensorArray(dtype, size=steps, element_shape=[h0.shape[0], 4 * units])
+            recurrent_t = transposed(recurrent)
 
             def back(t, dh_carry, dc_carry, dzs):
                 # Final/captured gradients join the carries at their step; the rest is the
@@ -174,7 +177,7 @@ def _lstm(x, h0, c0, kernel, recurrent, bias, capture_at):
                 dc = dc_carry + tf.where(at_end, d_c_final, tf.zeros_like(d_c_final))
                 dc += tf.where(at_capture, d_c_captured, tf.zeros_like(d_c_captured))
                 to_c, f = tf.split(cell_seq[t], 2, axis=-1)
-                dh, dc, dz = lstm_back_step(dh, dc, to_c, f, slope_seq[t], recurrent)
+                dh, dc, dz = lstm_back_step(dh, dc, to_c, f, slope_seq[t], recurrent_t)
                 return t - 1, dh, dc, dzs.write(t, dz)
 
             _, d_h0, d_c0, dzs = tf.while_loop(
