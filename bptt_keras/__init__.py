@@ -10,6 +10,8 @@ The public API:
   `token_rows`, `token_stream_batches`, `SHAKESPEARE_SHA256`; language models:
   `build_model(..., vocab_size=V, dropout=p)`, `generate`, `sample_logits`,
   `bits_per_token`, `perplexity`, `LMConfig`, `train_lm`, `LMResult`
+- encoder-decoders (`bptt_keras.seq2seq`): `build_seq2seq`, `PairCodec`, `load_pairs`,
+  `fit_seq2seq`, `greedy_decode`, `beam_search`, `exact_match`; `source_gradient_norms`
 - prediction (`bptt_keras.prediction`): `predict_next`, `forecast`, `stream_predict`
 - BPTT engine: `fit`, `evaluate`, `bptt_gradients`, `plan_blocks`, `covered_fraction`
 - diagnostics: `gradient_norms_through_time`, `recurrent_spectrum`, `RecurrentSpectrum`,
@@ -18,7 +20,7 @@ The public API:
   `new_axes`
 - runs: `TrainConfig`, `train`, `load_run`, `LoadedRun`
 - tasks with known answers: `bptt_keras.tasks` (noisy sines, delayed echo, adding problem,
-  copy memory)
+  copy memory, number addition as strings, dates -> ISO)
 - experiments: `bptt_keras.experiments.run_experiment(name, quick=..., out=...)`, the code
   behind `bptt-keras reproduce NAME`
 """
@@ -64,6 +66,7 @@ _EXPORTS: dict[str, str] = {
             "gradient_norms_through_time",
             "recurrent_spectrum",
             "scale_recurrent",
+            "source_gradient_norms",
         ),
         "bptt_keras.diagnostics",
     ),
@@ -112,6 +115,18 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("generate", "sample_logits"), "bptt_keras.generation"),
     **dict.fromkeys(("bits_per_token", "perplexity"), "bptt_keras.lm_scores"),
     **dict.fromkeys(("LMResult", "train_lm"), "bptt_keras.language_model"),
+    **dict.fromkeys(("check_pairs", "load_pairs"), "bptt_keras.pairs"),
+    **dict.fromkeys(
+        (
+            "PairCodec",
+            "beam_search",
+            "build_seq2seq",
+            "exact_match",
+            "fit_seq2seq",
+            "greedy_decode",
+        ),
+        "bptt_keras.seq2seq",
+    ),
 }
 _SUBMODULES = ("tasks", "experiments")
 

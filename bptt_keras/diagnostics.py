@@ -159,3 +159,56 @@ class RecurrentSpectrum(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs.update(recurrent_spectrum(self.model, layer=self.layer))
+
+
+def source_gradient_norms(model: keras.Model, source, target_in, target_out, weights=None):
+    """‖dL/de_t‖ for each source position t of an encoder-decoder (`build_seq2seq`).
+
+    e_t is the source embedding of step t; L the decoder's teacher-forced cross-entropy
+    (mean over the weighted target steps). The gradient reaches e_t only through the encoder
+    steps after t and then the decoder, so its norm shows how much credit the early source
+    characters get: the path that reversing the source shortens (Sutskever et al. 2014).
+
+    Args:
+        model: a `build_seq2seq` model.
+        source: int ids `(batch, S)`; target_in, target_out: int ids `(batch, T)`.
+        weights: `(batch, T)` step weights (default all 1), e.g. `PairCodec.encode`'s.
+
+    Returns:
+        float64 `(S,)`: the norm over batch and embedding units of dL/de_t, per encoder step
+        (in the order the encoder reads them: with a reversing codec, step S - 1 holds the
+        source's first character).
+
+    Example:
+
+    >>> src, tin, tout, w = codec.encode(pairs)
+    >>> norms = source_gradient_norms(model, src, tin, tout, w)
+    """
+    from bptt_keras import seq2seq
+
+    seq2seq.check_seq2seq(model)
+    source = seq2seq._check_source(source)
+    target_in = seq2seq._check_source(target_in, "target_in")
+    target_out = seq2seq._check_source(target_out, "target_out")
+    if target_in.shape != target_out.shape or target_in.shape[0] != source.shape[0]:
+        raise ValueError(
+            "`target_in` and `target_out` must have the same shape (batch, T), batch as "
+            f"`source`'s. Received {target_in.shape}, {target_out.shape}, source {source.shape}"
+        )
+    w = np.ones(target_out.shape, np.float32) if weights is None else np.asarray(weights)
+    if w.shape != target_out.shape:
+        raise ValueError(f"`weights` must have shape {target_out.shape}. Received {w.shape}")
+    embedded = model.get_layer("source_embedding")(tf.constant(source))
+
+    def fn():
+        states = seq2seq.encode_embedded(model, embedded)
+        logits, _ = seq2seq.decode_steps(model, target_in, states)
+        per_step = keras.losses.sparse_categorical_crossentropy(
+            target_out, logits, from_logits=True
+        )
+        w_t = tf.cast(w, per_step.dtype)
+        return tf.reduce_sum(per_step * w_t) / tf.reduce_sum(w_t), ()
+
+    _, _, (grad,) = value_and_grad(fn, [embedded])
+    grad = np.asarray(grad, np.float64)  # (batch, S, E)
+    return np.sqrt((grad**2).sum(axis=(0, 2)))

@@ -193,3 +193,126 @@ def copy_memory(
     y[:, -copied:] = symbols
     x = np.eye(COPY_SYMBOLS + 2, dtype=np.float32)[tokens]
     return x, y
+
+
+def addition_pairs(digits: int, n: int, *, seed: int | None = None) -> list[tuple[str, str]]:
+    """Number addition as strings, exactly as Keras' example `addition_rnn.py` makes it.
+
+    Each operand has a uniformly drawn number of digits in `[1, digits]`, each digit uniform
+    (so `"07"` is drawn and becomes 7); a question whose unordered pair was already drawn is
+    skipped (no `a+b` after `b+a`); the query `"a+b"` is padded with spaces to
+    `2 digits + 1` characters and the answer to `digits + 1`. Reversal is not applied here:
+    `PairCodec(reverse=True)` reverses the padded query, as the example's `REVERSE` does
+    (`"12+345  "` -> `"  543+21"`).
+
+    Args:
+        digits: the operands' largest number of digits, `>= 1`.
+        n: number of distinct questions, at most `(10**digits) * (10**digits + 1) / 2`.
+        seed: NumPy generator seed.
+
+    Returns:
+        `n` pairs `(query, answer)`, e.g. `("535+61 ", "596 ")` for `digits=3`.
+
+    Example:
+
+    >>> pairs = addition_pairs(2, 3, seed=0)
+    >>> all(int(a) + int(b) == int(s) for (q, s) in pairs for a, b in [q.split("+")])
+    True
+    """
+    digits = check_int(digits, name="digits")
+    n = check_int(n, name="n")
+    distinct = (10**digits) * (10**digits + 1) // 2
+    if n > distinct:
+        raise ValueError(
+            f"`n` must be at most {distinct}, the number of distinct unordered pairs of "
+            f"numbers with at most {digits} digit(s). Received n={n}"
+        )
+    rng = np.random.default_rng(seed)
+    maxlen = 2 * digits + 1
+    pairs, seen = [], set()
+
+    def number() -> int:
+        return int("".join(rng.choice(list("0123456789"), size=rng.integers(1, digits + 1))))
+
+    while len(pairs) < n:
+        a, b = number(), number()
+        key = (min(a, b), max(a, b))
+        if key in seen:
+            continue
+        seen.add(key)
+        query = f"{a}+{b}"
+        pairs.append((query.ljust(maxlen), str(a + b).ljust(digits + 1)))
+    return pairs
+
+
+MONTHS = (
+    "January February March April May June July August September October November December"
+).split()
+WEEKDAYS = "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()
+
+# Human-readable layouts of one date (d: datetime.date). Locale-independent on purpose
+# (strftime's %B follows the process locale). Day-first numeric only, so no layout is
+# ambiguous: "03/04/1999" always means 3 April.
+DATE_FORMATS = {
+    "d MMMM yyyy": lambda d: f"{d.day} {MONTHS[d.month - 1]} {d.year}",
+    "MMMM d, yyyy": lambda d: f"{MONTHS[d.month - 1]} {d.day}, {d.year}",
+    "dd/mm/yyyy": lambda d: f"{d.day:02d}/{d.month:02d}/{d.year}",
+    "d.m.yy": lambda d: f"{d.day}.{d.month}.{d.year % 100:02d}",
+    "MMM d yyyy": lambda d: f"{MONTHS[d.month - 1][:3]} {d.day} {d.year}",
+    "dd MMM yyyy": lambda d: f"{d.day:02d} {MONTHS[d.month - 1][:3].upper()} {d.year}",
+    "EEEE, MMMM d, yyyy": lambda d: (
+        f"{WEEKDAYS[d.weekday()]}, {MONTHS[d.month - 1]} {d.day}, {d.year}"
+    ),
+    "EEE d MMM yyyy": lambda d: (
+        f"{WEEKDAYS[d.weekday()][:3]} {d.day} {MONTHS[d.month - 1][:3]} {d.year}"
+    ),
+    "yyyymmdd": lambda d: f"{d.year}{d.month:02d}{d.day:02d}",
+    "d-MMM-yy": lambda d: f"{d.day}-{MONTHS[d.month - 1][:3].lower()}-{d.year % 100:02d}",
+}
+"""Layout name -> function of a `datetime.date`: the source side of `date_pairs`."""
+
+DATE_RANGE = ("1950-01-01", "2049-12-31")  # two-digit years ("d.m.yy") stay unambiguous
+
+
+def date_pairs(
+    n_train: int, n_test: int, *, seed: int | None = None
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Human-readable dates in many layouts -> ISO 8601 (`yyyy-mm-dd`): a translation-like task.
+
+    The test dates are a random set of calendar days that never occur in training (in any
+    layout), so test accuracy measures generalisation to unseen dates, not recall. Each
+    example draws its layout uniformly from `DATE_FORMATS`, its day uniformly from
+    `DATE_RANGE`.
+
+    Args:
+        n_train: training pairs (days may repeat, in different layouts).
+        n_test: test pairs, one per held-out day.
+        seed: NumPy generator seed.
+
+    Returns:
+        `(train, test)`: lists of `(source, target)`, e.g.
+        `("Sunday, March 3, 1991", "1991-03-03")`.
+    """
+    import datetime
+
+    n_train = check_int(n_train, name="n_train")
+    n_test = check_int(n_test, name="n_test")
+    first, last = (datetime.date.fromisoformat(s) for s in DATE_RANGE)
+    days = (last - first).days + 1
+    if n_test > days // 2:
+        raise ValueError(
+            f"`n_test` must be at most {days // 2} (half of the {days} days in {DATE_RANGE}). "
+            f"Received n_test={n_test}"
+        )
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(days)
+    test_days, train_days = order[:n_test], order[n_test:]
+    layouts = list(DATE_FORMATS.values())
+
+    def pair(offset) -> tuple[str, str]:
+        day = first + datetime.timedelta(days=int(offset))
+        return layouts[rng.integers(len(layouts))](day), day.isoformat()
+
+    test = [pair(d) for d in test_days]
+    train = [pair(d) for d in rng.choice(train_days, size=n_train)]
+    return train, test

@@ -152,6 +152,30 @@ def check_charlm(run_dir: Path) -> None:
     assert samples.count("--- temperature") == 3
 
 
+def check_seq2seq(run_dir: Path) -> None:
+    tables = ["addition", "reversal", "gradient_path", "dates", "dates_examples"]
+    _common(run_dir, "seq2seq", tables, ["seq2seq"])
+    config = json.loads((run_dir / "config.json").read_text())
+    (row,) = read_table(run_dir, "addition")
+    assert int(row["training examples"]) + int(row["validation examples"]) == 800
+    assert row["published (Keras example)"].startswith("One layer LSTM (128 HN), 5k training")
+    # Learned something: above the untrained level on held-out questions, per character.
+    for r in read_table(run_dir, "reversal"):
+        assert float(r["val chars"]) > 0.3
+    curves = read_table(run_dir, "curves")
+    assert len(curves) == 2 * (config["reversal"]["epochs"] + 1)
+    # The gradient path: untrained, the question's first character gets a larger gradient
+    # when the source is reversed, its last character a smaller one.
+    path = read_table(run_dir, "gradient_path")
+    first, last = path[0], path[-1]
+    assert float(first["reversed, untrained"]) > 1.5 * float(first["as written, untrained"])
+    assert float(last["reversed, untrained"]) < float(last["as written, untrained"])
+    (dates,) = read_table(run_dir, "dates")
+    assert float(dates["test chars"]) > 0.3
+    examples = read_table(run_dir, "dates_examples")
+    assert len(examples) == 6 and all(float(e["beam 3, log p"]) < 0 for e in examples)
+
+
 CHECKS = {
     "04_vanishing_exploding_gradients": ("gradients", check_gradients),
     "05_adding_problem": ("adding", check_adding),
@@ -160,4 +184,5 @@ CHECKS = {
     "08_memory_and_time": ("memory", check_memory),
     "09_real_data_forecasts": ("forecasting", check_forecasting),
     "10_language_model": ("charlm", check_charlm),
+    "11_seq2seq": ("seq2seq", check_seq2seq),
 }

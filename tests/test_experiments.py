@@ -175,6 +175,7 @@ def test_every_experiment_has_a_quick_and_a_full_config_and_a_run():
         "memory",
         "forecasting",
         "charlm",
+        "seq2seq",
     ]
     for experiment in EXPERIMENTS.values():
         module = experiment.load()

@@ -12,6 +12,7 @@
 | `memory` | peak memory and step time of full / truncated / recomputed BPTT as T grows |
 | `forecasting` | sunspot and CO2 forecasts against persistence and a linear AR model |
 | `charlm` | character language models: bits per character vs the truncation length k |
+| `seq2seq` | encoder-decoders: Keras' addition table, source reversal as a gradient path, dates |
 
 Each experiment module has `CONFIG = {"quick": {...}, "full": {...}}` and `run(report)`.
 """
@@ -82,6 +83,13 @@ EXPERIMENTS: dict[str, Experiment] = {
             "character language models on Tiny Shakespeare: validation bits/char against the "
             "truncation length k at equal training characters, LSTM vs GRU vs tanh RNN, samples",
             "charlm",
+        ),
+        Experiment(
+            "seq2seq",
+            "encoder-decoders: Keras' addition example's table (2 and 3 digits), reversed vs "
+            "as-written source at equal updates with the gradient reaching each source "
+            "character, dates -> ISO on unseen days",
+            "seq2seq",
         ),
     ]
 }
