@@ -75,3 +75,21 @@ def test_every_command_line_in_the_readme_parses():
         if "--help" in argv or "--version" in argv or "--list" in argv:
             continue
         parser.parse_args(argv)  # SystemExit (exit 2, usage on stderr) on a wrong option
+
+
+@pytest.mark.slow
+def test_seq2seq_example_runs(capsys):
+    code = _block_after("## Sequence to sequence")
+    small = (
+        code.replace("addition_pairs(2, 5000", "addition_pairs(2, 300")
+        .replace("pairs[:4500], pairs[4500:]", "pairs[:270], pairs[270:]")
+        .replace('"lstm", 128', '"lstm", 16')
+        .replace("epochs=30", "epochs=1")
+    )
+    assert small.count("300") == 1 and "epochs=1," in small and '"lstm", 16' in small
+    namespace: dict = {}
+    exec(compile(small, "README seq2seq", "exec"), namespace)
+    assert len(namespace["val"]) == 30 and len(namespace["history"]["val_exact"]) == 1
+    assert len(namespace["best"]) == 3
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 2 and out[1].startswith("[(")

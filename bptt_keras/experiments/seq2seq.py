@@ -127,9 +127,10 @@ def plot_seq2seq(curves: dict, paths: dict, query_length: int) -> Figure:
     ax_acc.grid(True, alpha=0.3)
     ax_acc.legend(fontsize=7)
     styles = {"untrained": "--", "trained": "-"}
+    colours = {name: f"C{i}" for i, name in enumerate(curves)}
     for (name, stage), norms in paths.items():
         ax_path.semilogy(range(query_length), norms, styles[stage], marker="o", ms=3,
-                         label=f"{name}, {stage}")  # fmt: skip
+                         color=colours.get(name), label=f"{name}, {stage}")  # fmt: skip
     ax_path.set_xlabel("position in the question as written (0 = first character)")
     ax_path.set_ylabel("‖dL/de_t‖ (log scale)")
     ax_path.set_title("Gradient reaching each source character")
