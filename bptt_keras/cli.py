@@ -261,6 +261,13 @@ def _parser(defaults: TrainConfig | None = None) -> argparse.ArgumentParser:
         "--quick", action="store_true", help="the minutes-sized version (as the tests run it)"
     )
     reproduce.add_argument(
+        "--scale",
+        choices=("quick", "full", "paper"),
+        default=None,
+        help="quick, full (the default) or paper: the published sizes and budgets, where the "
+        "experiment has them (seq2seq: Keras' 4- and 5-digit rows; about 1.5 hours)",
+    )
+    reproduce.add_argument(
         "--out",
         default=None,
         help="run directory to create (must not exist); omitted: runs/reproduce-<name>-<time>",
@@ -322,13 +329,22 @@ def _reproduce(args) -> int:
         return _fail(f"unknown experiment {args.name!r}; choose one of: {', '.join(EXPERIMENTS)}.")
     if args.seed < 0:
         return _fail(f"--seed must be >= 0. Received: {args.seed}")
+    if args.quick and args.scale not in (None, "quick"):
+        return _fail(f"--quick and --scale {args.scale} contradict each other; give one.")
+    scale = "quick" if args.quick else (args.scale or "full")
     out = Path(args.out or f"runs/reproduce-{args.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists():
         return _fail(f"--out {str(out)!r} already exists; choose a new directory.")
     _quiet_tensorflow()
+    module = EXPERIMENTS[args.name].load()  # imports TensorFlow
+    if scale not in module.CONFIG:
+        return _fail(
+            f"experiment {args.name!r} has no --scale {scale}; it has: "
+            f"{', '.join(sorted(module.CONFIG))}."
+        )
     try:
         report = run_experiment(
-            args.name, quick=args.quick, out=out, seed=args.seed, verbose=0 if args.quiet else 1
+            args.name, scale=scale, out=out, seed=args.seed, verbose=0 if args.quiet else 1
         )
     except KeyboardInterrupt:
         print(f"bptt-keras: interrupted; {out}/ is incomplete (no README.md).", file=sys.stderr)

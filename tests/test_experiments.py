@@ -179,7 +179,8 @@ def test_every_experiment_has_a_quick_and_a_full_config_and_a_run():
     ]
     for experiment in EXPERIMENTS.values():
         module = experiment.load()
-        assert set(module.CONFIG) == {"quick", "full"} and callable(module.run)
+        assert {"quick", "full"} <= set(module.CONFIG) <= {"quick", "full", "paper"}
+        assert callable(module.run)
     with pytest.raises(ValueError, match="adding, copy"):
         get_experiment("nope")
 
@@ -199,6 +200,8 @@ def test_reproduce_list_names_every_experiment(capsys):
         (["reproduce"], ["experiment name", "--list"]),
         (["reproduce", "nope"], ["unknown experiment", "'nope'", "gradients"]),
         (["reproduce", "gradients", "--seed", "-2"], ["--seed", "-2"]),
+        (["reproduce", "gradients", "--scale", "paper"], ["no --scale paper", "full, quick"]),
+        (["reproduce", "seq2seq", "--quick", "--scale", "paper"], ["contradict"]),
     ],
 )
 def test_reproduce_bad_input_is_one_line_and_exit_2(argv, words, capsys, tmp_path):
@@ -207,6 +210,15 @@ def test_reproduce_bad_input_is_one_line_and_exit_2(argv, words, capsys, tmp_pat
     assert err.startswith("bptt-keras: error:") and len(err.splitlines()) == 1
     assert all(w in err for w in words)
     assert not (tmp_path / "r").exists()
+
+
+def test_scale_picks_the_config_and_is_recorded(tmp_path):
+    with pytest.raises(ValueError, match=r"`scale` must be one of \['full', 'quick'\]"):
+        run_experiment("gradients", scale="paper", out=tmp_path / "g")
+    assert not (tmp_path / "g").exists()
+    report = run_experiment("forecasting", scale="quick", out=tmp_path / "f", verbose=0)
+    assert report.config["quick"] is True and "scale" not in report.config
+    assert "(quick mode, seed 0)" in (tmp_path / "f" / "README.md").read_text()
 
 
 def test_overrides_replace_settings_and_unknown_ones_are_refused(tmp_path):
@@ -258,3 +270,16 @@ def test_model_comparison_is_deterministic_under_a_seed():
         np.testing.assert_array_equal(first[name][1], second[name][1])
         np.testing.assert_array_equal(first[name][0], [0, 2, 4])  # updates: 2 per epoch
         assert not np.array_equal(first[name][1], other[name][1])
+
+
+def test_seq2seq_paper_scale_runs_the_addition_table_only(tmp_path):
+    report = run_experiment(
+        "seq2seq",
+        scale="paper",
+        out=tmp_path / "p",
+        verbose=0,
+        overrides={"units": 8, "addition": [{"digits": 1, "n": 50, "epochs": 1}]},
+    )
+    assert set(report.tables) == {"addition", "addition_1_examples"}
+    assert report.config["scale"] == "paper" and report.config["quick"] is False
+    assert "(paper mode, seed 0)" in (tmp_path / "p" / "README.md").read_text()

@@ -118,6 +118,7 @@ def run_experiment(
     seed: int = 0,
     overrides: dict | None = None,
     verbose: int = 1,
+    scale: str | None = None,
 ) -> Report:
     """Runs one experiment and writes its run directory.
 
@@ -131,6 +132,8 @@ def run_experiment(
             an unknown key is an error. The run's `config.json` records the result.
         verbose: 1 prints one line per finished unit of work (model, length, elapsed time,
             estimated time left), 0 nothing.
+        scale: `"quick"`, `"full"` or, where the experiment has one, `"paper"` (the
+            published sizes and budgets; hours on 2 cores): overrides `quick`.
 
     Returns:
         The `Report`: `report.tables` (name -> list of row dicts), `report.files`.
@@ -143,7 +146,13 @@ def run_experiment(
     experiment = get_experiment(name)
     seed = check_int(seed, name="seed", minimum=0)
     module = experiment.load()
-    config = dict(module.CONFIG["quick" if quick else "full"])
+    scale = scale or ("quick" if quick else "full")
+    if scale not in module.CONFIG:
+        raise ValueError(
+            f"`scale` must be one of {sorted(module.CONFIG)} for experiment {name!r}. "
+            f"Received: {scale!r}"
+        )
+    config = dict(module.CONFIG[scale])
     unknown = sorted(set(overrides or {}) - set(config))
     if unknown:
         raise ValueError(
@@ -152,7 +161,9 @@ def run_experiment(
         )
     config.update(overrides or {})
     out = Path(out or f"runs/reproduce-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    report = Report(name, out, quick=quick, seed=seed, config=config, verbose=verbose)
+    report = Report(
+        name, out, quick=scale == "quick", seed=seed, config=config, verbose=verbose, scale=scale
+    )
     module.run(report)
     return report
 

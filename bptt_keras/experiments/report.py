@@ -62,12 +62,23 @@ class Report:
     """
 
     def __init__(
-        self, name: str, out: str | Path, *, quick: bool, seed: int, config: dict, verbose: int = 1
+        self,
+        name: str,
+        out: str | Path,
+        *,
+        quick: bool,
+        seed: int,
+        config: dict,
+        verbose: int = 1,
+        scale: str | None = None,
     ):
         self.name, self.quick, self.seed, self.verbose = name, bool(quick), int(seed), verbose
+        self.scale = scale or ("quick" if self.quick else "full")
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.config = {"experiment": name, "quick": self.quick, "seed": self.seed, **config}
+        if self.scale not in ("quick", "full"):  # recorded only where it says more than quick
+            self.config = {"scale": self.scale, **self.config}
         self.tables: dict[str, list[dict]] = {}
         self.files: dict[str, Path] = {}
         self._sections: list[str] = []
@@ -115,7 +126,7 @@ class Report:
         """Writes `config.json` and `README.md` (summary, then every table and figure)."""
         config_path = self.out / "config.json"
         config_path.write_text(json.dumps(self.config, indent=2, default=str) + "\n")
-        mode = "quick" if self.quick else "full"
+        mode = self.scale
         head = f"# Experiment `{self.name}` ({mode} mode, seed {self.seed})\n\n{summary}\n"
         readme = self.out / "README.md"
         tmp = readme.with_suffix(".tmp")
