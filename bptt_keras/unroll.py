@@ -189,7 +189,9 @@ def _one_layer(layer, x, states, *, capture_at=None, probe=None, fast=False, tra
         at = tf.shape(x)[1] if capture_at is None else capture_at
         if isinstance(layer, keras.layers.LSTM):
             return fast_path.lstm_layer(layer, x, *states, at)
-        out, final, captured = fast_path.simple_rnn_layer(layer, x, states[0], at)
+        run = fast_path.gru_layer if isinstance(layer, keras.layers.GRU) else None
+        run = run or fast_path.simple_rnn_layer
+        out, final, captured = run(layer, x, states[0], at)
         return out, [final], [captured]
     return run_layer(layer, x, states, capture_at=capture_at, probe=probe, training=training)
 
@@ -221,7 +223,7 @@ def _recomputed_forward(parts, x, states, segment, fast, training):
     last = len(parts.recurrent) - 1
     for i, (layer, layer_states) in enumerate(zip(parts.recurrent, states, strict=True)):
         after = list(parts.after[i])
-        if fast and fast_path.supports(layer):
+        if fast and fast_path.supports_recompute(layer):
             if not time_major:
                 h, time_major = tf.transpose(h, [1, 0, 2]), True
             # A Dense head right after the last layer is folded into its gradient, so the

@@ -212,13 +212,10 @@ def test_reproduce_bad_input_is_one_line_and_exit_2(argv, words, capsys, tmp_pat
     assert not (tmp_path / "r").exists()
 
 
-def test_scale_picks_the_config_and_is_recorded(tmp_path):
+def test_a_scale_the_experiment_lacks_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"`scale` must be one of \['full', 'quick'\]"):
         run_experiment("gradients", scale="paper", out=tmp_path / "g")
     assert not (tmp_path / "g").exists()
-    report = run_experiment("forecasting", scale="quick", out=tmp_path / "f", verbose=0)
-    assert report.config["quick"] is True and "scale" not in report.config
-    assert "(quick mode, seed 0)" in (tmp_path / "f" / "README.md").read_text()
 
 
 def test_overrides_replace_settings_and_unknown_ones_are_refused(tmp_path):

@@ -27,6 +27,7 @@ def _assert_fast_equals_plain(model, x, y, k1, k2, *, loss_rel, rtol, atol):
         ("simple_rnn", {"init": "irnn"}),
         ("lstm", {}),
         ("lstm", {"num_layers": 2}),
+        ("gru", {"num_layers": 2}),
     ],
 )
 @pytest.mark.parametrize("k1, k2", [(None, None), (3, 3), (2, 6), (5, 11)])
@@ -37,12 +38,15 @@ def test_fast_gradients_equal_plain_gradients(cell, kwargs, k1, k2):
     _assert_fast_equals_plain(model, x, y, k1, k2, loss_rel=1e-6, rtol=2e-5, atol=1e-7)
 
 
-def test_fast_path_applies_to_simple_rnn_and_lstm_only():
+def test_fast_path_applies_to_every_cell_with_keras_activations():
     layers = {
         c: bk.recurrent_layers(bk.build_model(c, 3))[0] for c in ("simple_rnn", "lstm", "gru")
     }
-    assert fast.supports(layers["simple_rnn"]) and fast.supports(layers["lstm"])
-    assert not fast.supports(layers["gru"])  # GRU trains on the plain path
+    assert all(fast.supports(layer) for layer in layers.values())
+    assert fast.supports_recompute(layers["lstm"]) and not fast.supports_recompute(layers["gru"])
+    odd = keras.layers.GRU(3, recurrent_activation="hard_sigmoid")
+    odd.build((None, None, 2))
+    assert not fast.supports(odd)  # other gate functions train on the plain path
 
 
 def test_fast_and_plain_training_give_the_same_weights():
@@ -156,6 +160,86 @@ def test_fast_lstm_layer_gradients_of_outputs_finals_and_captured_states(float64
         return fast.lstm_layer(layer, x, *states, at)
 
     compiled = tf.function(lambda: gradients(fast_layer), jit_compile=mode == "xla")
+    for a, b in zip(compiled(), gradients(reference), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+# ---- the GRU's stored-activation fast path (fast.gru_layer) in float64 -------------------
+
+
+def _gru_model(layers: int, reset_after: bool, seed: int = 2) -> keras.Model:
+    """Input(3) -> GRU(6) x layers -> Dense(2); `build_model`'s GRU has reset_after=True."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((None, 3))
+    h = inputs
+    for _ in range(layers):
+        h = keras.layers.GRU(
+            6, return_sequences=True, reset_after=reset_after, bias_initializer="random_normal"
+        )(h)
+    return keras.Model(inputs, keras.layers.Dense(2)(h))
+
+
+# Every combination in the slow group; one of each kind in the README's command.
+GRU_FAST_CASES = [(True, 1, None, None), (False, 2, 3, 7)]
+GRU_CASES = [
+    pytest.param(*case, marks=[] if case in GRU_FAST_CASES else [pytest.mark.slow])
+    for case in [
+        (reset_after, layers, k1, k2)
+        for reset_after in (True, False)
+        for layers in (1, 2)
+        for k1, k2 in ((None, None), (4, 4), (3, 7), (13, 13))
+    ]
+]
+
+
+@pytest.mark.parametrize("reset_after, layers, k1, k2", GRU_CASES)
+def test_fast_gru_gradients_equal_plain_float64(float64, reset_after, layers, k1, k2):
+    model = _gru_model(layers, reset_after)
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=(4, 13, 3)), rng.normal(size=(4, 13, 2))
+    _assert_fast_equals_plain(model, x, y, k1, k2, loss_rel=1e-12, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "reset_after, capture_at, mode",
+    [
+        pytest.param(
+            reset_after,
+            capture_at,
+            mode,
+            marks=[] if (capture_at, mode) == (1, "xla") else [pytest.mark.slow],
+        )
+        for reset_after in (True, False)
+        for capture_at in (0, 1, 11)
+        for mode in ("graph", "xla")
+    ],
+)
+def test_fast_gru_layer_gradients_of_outputs_finals_and_captured(float64, reset_after, capture_at,
+                                                                 mode):  # fmt: skip
+    """The GRU layer alone against the plain loop: outputs, final and captured h, and the
+    gradients for x, h0 and the weights with all of them in the loss."""
+    layer = bk.recurrent_layers(_gru_model(1, reset_after))[0]
+    rng = np.random.default_rng(capture_at + 10 * reset_after)
+    x = tf.constant(rng.normal(size=(3, 11, 3)))
+    h0 = tf.constant(rng.normal(size=(3, 6)))
+    weights = [rng.normal(size=(3, 11, 6)), rng.normal(size=(3, 6)), rng.normal(size=(3, 6))]
+    at = tf.constant(capture_at)
+
+    def gradients(run):
+        with tf.GradientTape() as tape:
+            tape.watch([x, h0])
+            out, final, captured = run()
+            values = [out, final, captured]
+            loss = sum(tf.reduce_sum(v * w) for v, w in zip(values, weights, strict=True))
+        return values + tape.gradient(loss, [x, h0, *layer.trainable_variables])
+
+    def reference():
+        out, (final,), (captured,) = run_layer(layer, x, [h0], capture_at=at)
+        return out, final, captured
+
+    compiled = tf.function(
+        lambda: gradients(lambda: fast.gru_layer(layer, x, h0, at)), jit_compile=mode == "xla"
+    )
     for a, b in zip(compiled(), gradients(reference), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 

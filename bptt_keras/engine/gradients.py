@@ -61,7 +61,7 @@ def bptt_gradients(
             `"sum_over_time"` (the document's sum over steps, averaged over batch/features).
         strategy: optional `tf.distribute.Strategy` whose scope the model was built in;
             default: that strategy, if the model was built in one.
-        fast: use the hand-derived backward pass for SimpleRNN and LSTM layers
+        fast: use the hand-derived backward pass for SimpleRNN, LSTM and GRU layers
             (`bptt_keras.fast`; same gradients, faster where per-step overhead dominates,
             more peak memory at long T: use `recompute` there; figures in
             benchmarks/RESULTS.md); False runs plain autodiff through the loop over time, for

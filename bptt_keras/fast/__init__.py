@@ -1,4 +1,4 @@
-"""The fast path: SimpleRNN and LSTM layers with a hand-derived BPTT backward pass.
+"""The fast path: SimpleRNN, LSTM and GRU layers with a hand-derived BPTT backward pass.
 
 Autodiff through `tf.while_loop` records every op of every step and replays ~20 small ops per
 step backwards, each with its own dispatch cost; at the sizes RNNs are trained on a CPU that
@@ -25,14 +25,19 @@ o (1 - tanh(c)^2) and f), so that a backward step is a few element-wise ops and 
 dU, dW and db are then one product [h_(t-1), x_t, 1]^T dz over all steps. Gradients equal
 the plain path's (`tests/test_fast.py`, float64 to 1e-10).
 
-This path stores h and 6u further numbers (the rows above) of every step.
+The GRU (`gru_layer`, Keras gate order z, r, h, either `reset_after`) has the same
+structure: x W + b for all steps in one product, per step h U (two products without
+`reset_after`, whose candidate multiplies r * h), and stored per step the three slopes the
+backward recurrence multiplies by and the gates z and r (`common.gru_back_step`).
+
+This path stores h and 6u further numbers (the rows above) of every step (GRU: 5u).
 `recomputed_layer` is full BPTT with recomputation (Chen et al. 2016; Gruslys et al. 2016)
 inside the same kind of custom gradient: it keeps the outputs and one state per segment of
 K steps and rebuilds each segment's gates in the backward pass, so that its memory grows
 far more slowly with T (benchmarks/RESULTS.md).
 
     common.py     layout helpers and the ONE backward step of each cell, used by both paths
-    stored.py     the stored-activation path (`simple_rnn_layer`, `lstm_layer`)
+    stored.py     the stored-activation path (`simple_rnn_layer`, `lstm_layer`, `gru_layer`)
     recompute.py  full BPTT with recomputation (`recomputed_layer`)
 """
 
@@ -42,9 +47,17 @@ import keras
 
 from bptt_keras.fast.common import ACTIVATIONS
 from bptt_keras.fast.recompute import fusable_head, recomputed_layer
-from bptt_keras.fast.stored import lstm_layer, simple_rnn_layer
+from bptt_keras.fast.stored import gru_layer, lstm_layer, simple_rnn_layer
 
-__all__ = ["fusable_head", "lstm_layer", "recomputed_layer", "simple_rnn_layer", "supports"]
+__all__ = [
+    "fusable_head",
+    "gru_layer",
+    "lstm_layer",
+    "recomputed_layer",
+    "simple_rnn_layer",
+    "supports",
+    "supports_recompute",
+]
 
 
 def supports(layer) -> bool:
@@ -55,6 +68,12 @@ def supports(layer) -> bool:
         return False
     if isinstance(layer, keras.layers.SimpleRNN):
         return True
-    if isinstance(layer, keras.layers.LSTM):
+    if isinstance(layer, (keras.layers.LSTM, keras.layers.GRU)):
         return activation == "tanh" and cell.recurrent_activation.__name__ == "sigmoid"
     return False
+
+
+def supports_recompute(layer) -> bool:
+    """Whether `recomputed_layer` handles `layer` (SimpleRNN and LSTM; a GRU recomputes
+    through `tf.recompute_grad` around its stored fast path)."""
+    return supports(layer) and not isinstance(layer, keras.layers.GRU)

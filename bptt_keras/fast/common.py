@@ -77,3 +77,37 @@ def lstm_back_step(dh, dc, to_c, f, slopes, recurrent_t):
     dc = dc + dh * to_c
     dz = tf.concat([dc, dc, dc, dh], -1) * slopes
     return tf.matmul(dz, recurrent_t), dc * f, dz
+
+
+def gru_back_step(dh, rows, z, r, recurrent_t, *, reset_after: bool):
+    """One step of a GRU's backward recurrence (Keras gate order z, r, h;
+    h_t = z h_(t-1) + (1 - z) n, n = tanh(x W_h + b_h + r * (h_(t-1) U_h + b'_h)) with
+    `reset_after`, else n = tanh(x W_h + b_h + (r * h_(t-1)) U_h)).
+
+    Args:
+        dh: `(B, u)` total dL/dh_t (output gradient plus the carry from step t + 1).
+        rows: `(B, 3u)` [(h_(t-1) - n) z', (1 - z) n', c] stored by the forward pass, primes
+            meaning derivatives w.r.t. the pre-activations; `c` is the reset gate's slope
+            times what it multiplies: (h_(t-1) U_h + b'_h) r' with `reset_after`, else
+            h_(t-1) r' (elementwise).
+        z, r: `(B, u)` the update and reset gates.
+        recurrent_t: `(3u, u)` U^T (see `transposed`).
+        reset_after: Keras' `reset_after` (True by default in Keras 3).
+
+    Returns:
+        `(dL/dh_(t-1) (B, u), dL/d(x W + b) (B, 3u))`: the second is also the gradient of
+        the recurrent pre-activations, except its candidate block, which is multiplied by r
+        (`reset_after`) or belongs to (r * h_(t-1)) U_h (see `gru_layer`).
+    """
+    to_z, to_n, to_r = tf.split(rows, 3, axis=-1)
+    da_z, da_n = dh * to_z, dh * to_n
+    if reset_after:
+        da_r = da_n * to_r
+        d_rec = tf.concat([da_z, da_r, da_n * r], -1)  # dL/d(h U + b')
+        return dh * z + tf.matmul(d_rec, recurrent_t), tf.concat([da_z, da_r, da_n], -1)
+    units = dh.shape[-1]
+    d_rh = tf.matmul(da_n, recurrent_t[2 * units :])  # dL/d(r * h_(t-1))
+    da_r = d_rh * to_r
+    d_zr = tf.concat([da_z, da_r], -1)
+    d_prev = dh * z + d_rh * r + tf.matmul(d_zr, recurrent_t[: 2 * units])
+    return d_prev, tf.concat([d_zr, da_n], -1)

@@ -1,4 +1,4 @@
-"""The stored-activation fast path: SimpleRNN and LSTM layers whose forward pass keeps, per
+"""The stored-activation fast path: SimpleRNN, LSTM and GRU layers whose forward pass keeps, per
 step, exactly what the backward recurrence multiplies by (see `bptt_keras.fast`)."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import tensorflow as tf
 from bptt_keras.fast.common import (
     ACTIVATIONS,
     captured_state,
+    gru_back_step,
     lstm_back_step,
     read_weights,
     simple_rnn_back_step,
@@ -201,3 +202,114 @@ def _lstm(x, h0, c0, kernel, recurrent, bias, capture_at):
         return outputs, grad
 
     return run(x, h0, c0, kernel, recurrent, bias)
+
+
+def gru_layer(layer, x, h0, capture_at):
+    """Runs a GRU layer (either `reset_after`); returns `(outputs, final h, captured h)`."""
+    cell = layer.cell
+    return _gru(x, h0, *read_weights(cell), tf.cast(capture_at, tf.int32), cell.reset_after)
+
+
+def _gru(x, h0, kernel, recurrent, bias, capture_at, reset_after):
+    units = h0.shape[-1]
+
+    @tf.custom_gradient
+    def run(x, h0, kernel, recurrent, bias):
+        dtype = x.dtype
+        input_bias, recurrent_bias = (bias[0], bias[1]) if reset_after else (bias, None)
+        xw = time_major(tf.einsum("btf,fg->btg", x, kernel) + input_bias)  # (T, B, 3u)
+        steps = tf.shape(xw)[0]
+        u_zr, u_h = recurrent[:, : 2 * units], recurrent[:, 2 * units :]
+        hs = tf.TensorArray(dtype, size=steps, element_shape=h0.shape)
+        # Per step, what the backward recurrence multiplies by (`gru_back_step`): three
+        # slopes (B, 3u), and the gates z and r (B, 2u).
+        slope_rows = tf.TensorArray(dtype, size=steps, element_shape=[h0.shape[0], 3 * units])
+        gate_rows = tf.TensorArray(dtype, size=steps, element_shape=[h0.shape[0], 2 * units])
+
+        def body(t, h, hs, slope_rows, gate_rows):
+            x_z, x_r, x_h = tf.split(xw[t], 3, axis=-1)
+            if reset_after:
+                h_z, h_r, h_h = tf.split(tf.matmul(h, recurrent) + recurrent_bias, 3, axis=-1)
+            else:
+                h_z, h_r = tf.split(tf.matmul(h, u_zr), 2, axis=-1)
+            z, r = tf.sigmoid(x_z + h_z), tf.sigmoid(x_r + h_r)
+            if reset_after:
+                n = tf.tanh(x_h + r * h_h)
+                partner = h_h  # what r multiplies
+            else:
+                n = tf.tanh(x_h + tf.matmul(r * h, u_h))
+                partner = h
+            slopes = tf.concat(
+                [(h - n) * z * (1.0 - z), (1.0 - z) * (1.0 - tf.square(n)), partner * r * (1 - r)],
+                -1,
+            )
+            h_next = z * h + (1.0 - z) * n
+            return (
+                t + 1,
+                h_next,
+                hs.write(t, h_next),
+                slope_rows.write(t, slopes),
+                gate_rows.write(t, tf.concat([z, r], -1)),
+            )
+
+        _, final, hs, slope_rows, gate_rows = tf.while_loop(
+            lambda t, *_: t < steps,
+            body,
+            (0, h0, hs, slope_rows, gate_rows),
+            maximum_iterations=steps,
+        )
+        seq = hs.stack()  # (T, B, u)
+        slope_seq, gate_seq = slope_rows.stack(), gate_rows.stack()
+        captured = captured_state(seq, h0, capture_at)
+        out = time_major(seq)
+
+        def grad(d_out, d_final, d_captured):
+            d_out, d_final, d_captured = zeros_for_none(
+                [d_out, d_final, d_captured], [out, final, captured]
+            )
+            d_seq = time_major(d_out)
+            dms = tf.TensorArray(dtype, size=steps, element_shape=[h0.shape[0], 3 * units])
+            recurrent_t = transposed(recurrent)
+
+            def back(t, carry, dms):
+                g = d_seq[t] + carry
+                g += tf.where(t == steps - 1, d_final, tf.zeros_like(d_final))
+                g += tf.where(t == capture_at - 1, d_captured, tf.zeros_like(d_captured))
+                z, r = tf.split(gate_seq[t], 2, axis=-1)
+                d_prev, dm = gru_back_step(
+                    g, slope_seq[t], z, r, recurrent_t, reset_after=reset_after
+                )
+                return t - 1, d_prev, dms.write(t, dm)
+
+            _, d_h0, dms = tf.while_loop(
+                lambda t, *_: t >= 0,
+                back,
+                (steps - 1, tf.zeros_like(h0), dms),
+                maximum_iterations=steps,
+            )
+            d_h0 += tf.where(capture_at == 0, d_captured, tf.zeros_like(d_captured))
+            dm = dms.stack()  # (T, B, 3u): dL/d(x W + b)
+            previous = tf.concat([h0[None], seq[:-1]], axis=0)
+            d_kernel = tf.einsum("tbf,tbg->fg", time_major(x), dm)
+            d_input_bias = tf.reduce_sum(dm, axis=[0, 1])
+            d_x = time_major(tf.einsum("tbg,fg->tbf", dm, kernel))
+            r_seq = gate_seq[..., units:]
+            dm_zr, dm_h = dm[..., : 2 * units], dm[..., 2 * units :]
+            if reset_after:  # the recurrent pre-activations' gradient: candidate block * r
+                d_rec = tf.concat([dm_zr, dm_h * r_seq], -1)
+                d_recurrent = tf.einsum("tbi,tbg->ig", previous, d_rec)
+                d_bias = tf.stack([d_input_bias, tf.reduce_sum(d_rec, axis=[0, 1])])
+            else:  # U_h multiplies r * h_(t-1)
+                d_recurrent = tf.concat(
+                    [
+                        tf.einsum("tbi,tbg->ig", previous, dm_zr),
+                        tf.einsum("tbi,tbg->ig", r_seq * previous, dm_h),
+                    ],
+                    -1,
+                )
+                d_bias = d_input_bias
+            return d_x, d_h0, d_kernel, d_recurrent, d_bias
+
+        return (out, final, captured), grad
+
+    return run(x, h0, kernel, recurrent, bias)
