@@ -139,7 +139,7 @@ def forward(
         fast: use the hand-derived backward pass (`bptt_keras.fast`) for the layers that
             have one; the others, and a probed layer, use the plain loop.
         recompute: segment length K for full BPTT with recomputation (Chen et al. 2016;
-            Gruslys et al. 2016). With `fast`, SimpleRNN and LSTM layers recompute inside
+            Gruslys et al. 2016). With `fast`, SimpleRNN, LSTM and GRU layers recompute inside
             their own custom gradient (`fast.recomputed_layer`): the forward pass keeps
             only the layer's outputs (which the next layer needs anyway) and the state at
             every K-th step; the backward pass walks the segments in reverse, one at a
@@ -147,7 +147,7 @@ def forward(
             state. These layers run time-major, and a `Dense` right after the last of them
             is folded into its gradient, so that no `(T, B, units)` gradient or transposed
             copy is ever materialised (measured in benchmarks/RESULTS.md). Other layers
-            (GRU, or `fast=False`) run each segment under `tf.recompute_grad`: same
+            (other activations, or `fast=False`) run each segment under `tf.recompute_grad`: same
             gradients, but TensorFlow's executor schedules those recomputations early, so
             memory does not drop. Needs a static sequence length; the captured state is the
             final one.

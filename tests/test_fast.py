@@ -43,7 +43,7 @@ def test_fast_path_applies_to_every_cell_with_keras_activations():
         c: bk.recurrent_layers(bk.build_model(c, 3))[0] for c in ("simple_rnn", "lstm", "gru")
     }
     assert all(fast.supports(layer) for layer in layers.values())
-    assert fast.supports_recompute(layers["lstm"]) and not fast.supports_recompute(layers["gru"])
+    assert all(fast.supports_recompute(layer) for layer in layers.values())
     odd = keras.layers.GRU(3, recurrent_activation="hard_sigmoid")
     odd.build((None, None, 2))
     assert not fast.supports(odd)  # other gate functions train on the plain path
@@ -253,6 +253,8 @@ RECOMPUTE_MODELS = {
     "lstm": ("lstm", {"output_dim": 1}),  # a (..., 1) head's gradient has unknown dims
     "lstm_x2": ("lstm", {"num_layers": 2}),
     "simple_x2": ("simple_rnn", {"num_layers": 2, "output_activation": "tanh"}),
+    "gru": ("gru", {}),
+    "gru_x2": ("gru", {"num_layers": 2}),
 }
 
 
@@ -272,7 +274,19 @@ def test_recomputed_gradients_equal_full_bptt_float64(float64, name, segment):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("cell", ["simple_rnn", "lstm"])
+@pytest.mark.parametrize("segment", [1, 4, 13])
+def test_recomputed_gru_without_reset_after_equals_full_bptt_float64(float64, segment):
+    model = _gru_model(2, reset_after=False)
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(4, 13, 3)), rng.normal(size=(4, 13, 2))
+    loss, full = bk.bptt_gradients(model, x, y, fast=False)
+    loss_r, recomputed = bk.bptt_gradients(model, x, y, recompute=segment)
+    assert loss_r == pytest.approx(loss, rel=1e-12)
+    for a, b in zip(recomputed, full, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["simple_rnn", "lstm", "gru"])
 @pytest.mark.parametrize("fused_head", [False, True])
 @pytest.mark.parametrize("mode", ["eager", "xla"])
 def test_recomputed_layer_gradients_reach_inputs_and_both_end_states(

@@ -67,14 +67,14 @@ def bptt_gradients(
             benchmarks/RESULTS.md); False runs plain autodiff through the loop over time, for
             teaching and debugging.
         recompute: full BPTT with recomputation over segments of this many steps (Chen et
-            al. 2016; Gruslys et al. 2016). With `fast`, SimpleRNN and LSTM layers keep only
+            al. 2016; Gruslys et al. 2016). With `fast`, SimpleRNN, LSTM and GRU layers keep only
             their outputs and the state at every `recompute`-th step, and rebuild each
             segment's gates inside their custom gradient, one segment at a time; a Dense
             head right after the last of them is folded into its gradient. Same gradients
             (to float rounding), with a peak that grows far more slowly with T than plain
             autodiff's (benchmarks/RESULTS.md).
             `recompute` about sqrt(T) balances the stored boundary states against one
-            segment's working memory. Other layers (GRU, or `fast=False`) fall back to
+            segment's working memory. Other layers (other activations, or `fast=False`) fall back to
             `tf.recompute_grad` per segment: same gradients, but TensorFlow schedules those
             recomputations early, so memory does not drop. Full BPTT only.
         sample_weight: optional `(batch, time)` non-negative weight of each step's loss, e.g.

@@ -63,7 +63,9 @@ def _rss_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def measure_step(mode: str, steps: int, *, units=128, batch=32, segment=64, k=100) -> dict:
+def measure_step(
+    mode: str, steps: int, *, units=128, batch=32, segment=64, k=100, cell="lstm"
+) -> dict:
     """Peak RSS above set-up and time of one gradient step, in *this* process.
 
     Call it in a fresh process (see `measure`): the peak is a process-wide high-water mark.
@@ -76,7 +78,7 @@ def measure_step(mode: str, steps: int, *, units=128, batch=32, segment=64, k=10
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch, steps, 1)).astype("float32")
     y = rng.normal(size=(batch, steps, 1)).astype("float32")
-    model = bk.build_model("lstm", units, seed=0)
+    model = bk.build_model(cell, units, seed=0)
     kwargs = {
         "plain": {"fast": False},
         "fast": {"fast": True},
@@ -180,8 +182,9 @@ def _main(argv: list[str]) -> None:
     parser.add_argument("steps", type=int)
     for key in ("units", "batch", "segment", "k"):
         parser.add_argument(f"--{key}", type=int, default=CONFIG["full"][key])
+    parser.add_argument("--cell", default="lstm", choices=("simple_rnn", "lstm", "gru"))
     args = parser.parse_args(argv)
-    sizes = {key: getattr(args, key) for key in ("units", "batch", "segment", "k")}
+    sizes = {key: getattr(args, key) for key in ("units", "batch", "segment", "k", "cell")}
     print(json.dumps(measure_step(args.mode, args.steps, **sizes)))
 
 

@@ -74,6 +74,5 @@ def supports(layer) -> bool:
 
 
 def supports_recompute(layer) -> bool:
-    """Whether `recomputed_layer` handles `layer` (SimpleRNN and LSTM; a GRU recomputes
-    through `tf.recompute_grad` around its stored fast path)."""
-    return supports(layer) and not isinstance(layer, keras.layers.GRU)
+    """Whether `recomputed_layer` handles `layer` (every layer `supports` accepts)."""
+    return supports(layer)

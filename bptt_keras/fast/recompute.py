@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from bptt_keras.fast.common import (
     ACTIVATIONS,
+    gru_back_step,
     lstm_back_step,
     read_weights,
     simple_rnn_back_step,
@@ -48,7 +49,7 @@ def recomputed_layer(layer, x, states, segment: int, *, time_major: bool = False
         layer: a layer for which `supports(layer)` holds.
         x: `(batch, time, features)` inputs (`(time, batch, features)` if `time_major`),
             `time` static.
-        states: the layer's initial states (`[h]` or `[h, c]`).
+        states: the layer's initial states (`[h]` or `[h, c]`; GRU `[h]`).
         segment: steps per recomputed segment (any positive int; a last, shorter segment
             takes the remainder, and `segment >= time` means one segment).
         time_major: inputs and outputs with time first, which saves transposed copies of
@@ -65,6 +66,10 @@ def recomputed_layer(layer, x, states, segment: int, *, time_major: bool = False
     cell = layer.cell
     if isinstance(layer, keras.layers.LSTM):
         step, back = _lstm_step, _lstm_segment_back
+    elif isinstance(layer, keras.layers.GRU):
+        reset_after = cell.reset_after
+        step = functools.partial(_gru_step, reset_after=reset_after)
+        back = functools.partial(_gru_segment_back, reset_after=reset_after)
     else:
         act = ACTIVATIONS[cell.activation.__name__]
         step = functools.partial(_simple_step, act=act)
@@ -81,13 +86,28 @@ def recomputed_layer(layer, x, states, segment: int, *, time_major: bool = False
     return (out if time_major else to_time_major(out)), finals
 
 
-def _simple_step(xw_t, states, recurrent, *, act):
+def _split_bias(bias):
+    """`(input bias, recurrent bias or None)`: a GRU with `reset_after` has a (2, 3u) bias."""
+    if bias.shape.rank == 2:
+        return bias[0], bias[1]
+    return bias, None
+
+
+def _plain_weight_grads(h_prev, dz):
+    """dU and db of a cell whose pre-activations are x W + h_(t-1) U + b (SimpleRNN, LSTM)."""
+    return tf.einsum("lbu,lbg->ug", h_prev, dz), tf.reduce_sum(dz, axis=[0, 1])
+
+
+def _simple_step(xw_t, states, recurrent, recurrent_bias, *, act):
+    del recurrent_bias
     return [act(xw_t + tf.matmul(states[0], recurrent))]
 
 
-def _simple_segment_back(xw, recurrent, h_prev, h_seg, states_in, d_seg, carry, *, relu):
+def _simple_segment_back(
+    xw, recurrent, recurrent_bias, h_prev, h_seg, states_in, d_seg, carry, *, relu
+):
     """dL/da over one SimpleRNN segment; f'(a_t) comes from the stored h_t (nothing to redo)."""
-    del xw, h_prev, states_in
+    del xw, recurrent_bias, states_in
     size = h_seg.shape[0]
     slope = tf.cast(h_seg > 0, h_seg.dtype) if relu else 1.0 - tf.square(h_seg)
     das = tf.TensorArray(h_seg.dtype, size=size, element_shape=carry[0].shape)
@@ -100,19 +120,21 @@ def _simple_segment_back(xw, recurrent, h_prev, h_seg, states_in, d_seg, carry, 
     _, dh, das = tf.while_loop(
         lambda t, *_: t >= 0, body, (size - 1, carry[0], das), maximum_iterations=size
     )
-    return [dh], das.stack()
+    da = das.stack()
+    return [dh], da, *_plain_weight_grads(h_prev, da)
 
 
-def _lstm_step(xw_t, states, recurrent):
+def _lstm_step(xw_t, states, recurrent, recurrent_bias):
+    del recurrent_bias
     h, c = states
     zi, zf, zg, zo = tf.split(xw_t + tf.matmul(h, recurrent), 4, axis=-1)
     c = tf.sigmoid(zf) * c + tf.sigmoid(zi) * tf.tanh(zg)
     return [tf.sigmoid(zo) * tf.tanh(c), c]
 
 
-def _lstm_segment_back(xw, recurrent, h_prev, h_seg, states_in, d_seg, carry):
+def _lstm_segment_back(xw, recurrent, recurrent_bias, h_prev, h_seg, states_in, d_seg, carry):
     """dL/dz over one LSTM segment: gates rebuilt from the stored h, c rerun from its boundary."""
-    del h_seg
+    del h_seg, recurrent_bias
     size = h_prev.shape[0]
     z = xw() + tf.einsum("lbu,ug->lbg", h_prev, recurrent)
     zi, zf, zg, zo = tf.split(z, 4, axis=-1)
@@ -147,7 +169,72 @@ def _lstm_segment_back(xw, recurrent, h_prev, h_seg, states_in, d_seg, carry):
     _, dh, dc, dzs = tf.while_loop(
         lambda t, *_: t >= 0, back, (size - 1, *carry, dzs), maximum_iterations=size
     )
-    return [dh, dc], dzs.stack()
+    dz = dzs.stack()
+    return [dh, dc], dz, *_plain_weight_grads(h_prev, dz)
+
+
+def _gru_gates(x_part, h_prev, recurrent, recurrent_bias, reset_after):
+    """`(z, r, n, partner)` from x W + b and h_(t-1), for one step or a whole segment at once
+    (a GRU's only state is h, which the outputs hold: nothing to rerun sequentially).
+    `partner` is what r multiplies: h U_h + b'_h with `reset_after`, else h_(t-1)."""
+    units = h_prev.shape[-1]
+    x_z, x_r, x_h = tf.split(x_part, 3, axis=-1)
+    if reset_after:
+        h_z, h_r, h_h = tf.split(tf.matmul(h_prev, recurrent) + recurrent_bias, 3, axis=-1)
+    else:
+        h_z, h_r = tf.split(tf.matmul(h_prev, recurrent[:, : 2 * units]), 2, axis=-1)
+    z, r = tf.sigmoid(x_z + h_z), tf.sigmoid(x_r + h_r)
+    if reset_after:
+        return z, r, tf.tanh(x_h + r * h_h), h_h
+    return z, r, tf.tanh(x_h + tf.matmul(r * h_prev, recurrent[:, 2 * units :])), h_prev
+
+
+def _gru_step(xw_t, states, recurrent, recurrent_bias, *, reset_after):
+    h = states[0]
+    z, _, n, _ = _gru_gates(xw_t, h, recurrent, recurrent_bias, reset_after)
+    return [z * h + (1.0 - z) * n]
+
+
+def _gru_segment_back(
+    xw, recurrent, recurrent_bias, h_prev, h_seg, states_in, d_seg, carry, *, reset_after
+):
+    """dL/d(x W + b) over one GRU segment, its gates rebuilt from the stored outputs in one
+    batched product; the recurrence is `gru_back_step`, as on the stored path."""
+    del h_seg, states_in
+    size, units = h_prev.shape[0], h_prev.shape[-1]
+    z, r, n, partner = _gru_gates(xw(), h_prev, recurrent, recurrent_bias, reset_after)
+    rows = tf.concat(
+        [(h_prev - n) * z * (1.0 - z), (1.0 - z) * (1.0 - tf.square(n)), partner * r * (1 - r)],
+        axis=-1,
+    )
+    dms = tf.TensorArray(h_prev.dtype, size=size, element_shape=rows.shape[1:])
+    recurrent_t = transposed(recurrent)
+
+    def back(t, dh, dms):
+        dh, dm = gru_back_step(d_seg[t] + dh, rows[t], z[t], r[t], recurrent_t,
+                               reset_after=reset_after)  # fmt: skip
+        return t - 1, dh, dms.write(t, dm)
+
+    _, dh, dms = tf.while_loop(
+        lambda t, *_: t >= 0, back, (size - 1, carry[0], dms), maximum_iterations=size
+    )
+    dm = dms.stack()  # (L, B, 3u)
+    d_input_bias = tf.reduce_sum(dm, axis=[0, 1])
+    dm_zr, dm_h = dm[..., : 2 * units], dm[..., 2 * units :]
+    if reset_after:
+        d_rec = tf.concat([dm_zr, dm_h * r], -1)
+        d_recurrent = tf.einsum("lbu,lbg->ug", h_prev, d_rec)
+        d_bias = tf.stack([d_input_bias, tf.reduce_sum(d_rec, axis=[0, 1])])
+    else:
+        d_recurrent = tf.concat(
+            [
+                tf.einsum("lbu,lbg->ug", h_prev, dm_zr),
+                tf.einsum("lbu,lbg->ug", r * h_prev, dm_h),
+            ],
+            -1,
+        )
+        d_bias = d_input_bias
+    return [dh], dm, d_recurrent, d_bias
 
 
 def _compiling_with_xla() -> bool:
@@ -192,13 +279,15 @@ def _segmented(x, states, weights, head, segment, step, back):
     backward segment by segment.
 
     `weights` are the cell's `[W, U, b]`, `head` an optional `[W_head(, b_head)]`;
-    `step(xw_t, states, recurrent)` is one forward step, and
-    `back(xw, recurrent, h_prev, h_seg, states_in, d_seg, carry)` one segment's backward
-    pass: `xw()` gives the segment's `x W + b` (computed only if called), `h_prev` and
-    `h_seg` the stored outputs entering and leaving each step, `states_in` the boundary
-    state, `d_seg` dL/dh from the outputs, `carry` the states' gradients after the segment.
-    It returns the states' gradients before the segment and the pre-activation gradients
-    `(L, B, G)`, from which this function adds the weight gradients and dL/dx.
+    `step(xw_t, states, recurrent, recurrent_bias)` is one forward step, and
+    `back(xw, recurrent, recurrent_bias, h_prev, h_seg, states_in, d_seg, carry)` one
+    segment's backward pass: `xw()` gives the segment's `x W + b` (input bias; computed only
+    if called), `h_prev` and `h_seg` the stored outputs entering and leaving each step,
+    `states_in` the boundary state, `d_seg` dL/dh from the outputs, `carry` the states'
+    gradients after the segment. It returns the states' gradients before the segment, the
+    gradients of `x W + b` `(L, B, G)` (from which this function adds dW and dL/dx), and the
+    segment's shares of dU and of the whole bias (a GRU's recurrent pre-activations are not
+    x W + h U + b, so each cell computes these two itself).
     """
     steps = x.shape[0]
     if steps is None:
@@ -217,8 +306,10 @@ def _segmented(x, states, weights, head, segment, step, back):
         head, states = list(rest_args[:n_head]), list(rest_args[n_head:])
         dtype = x.dtype
 
+        input_bias, recurrent_bias = _split_bias(bias)
+
         def xw_of(begin, size):  # x W + b per segment: no (T, B, 4u) tensor lives on
-            return tf.einsum("lbf,fg->lbg", window(x, begin, size), kernel) + bias
+            return tf.einsum("lbf,fg->lbg", window(x, begin, size), kernel) + input_bias
 
         bounds = [tf.TensorArray(dtype, size=count, element_shape=s.shape) for s in states]
         # Each h_t goes straight into its row of the output: no per-step buffers and no
@@ -230,7 +321,7 @@ def _segmented(x, states, weights, head, segment, step, back):
             xw = xw_of(begin, size)
 
             def body(t, states, out):
-                states = step(xw[t], states, recurrent)
+                states = step(xw[t], states, recurrent, recurrent_bias)
                 return t + 1, states, _set_rows(out, begin + t, states[0][None], xla)
 
             _, states, out = tf.while_loop(
@@ -271,9 +362,10 @@ def _segmented(x, states, weights, head, segment, step, back):
                     if n_head > 1:
                         head_sums.append(sums[4] + tf.reduce_sum(d_seg, axis=[0, 1]))
                     d_seg = tf.einsum("lbo,uo->lbu", d_seg, head[0])
-                carry, dz = back(
+                carry, dz, d_recurrent, d_bias = back(
                     lambda: xw_of(begin, size),
                     recurrent,
+                    recurrent_bias,
                     h_prev,
                     h_seg,
                     states_in,
@@ -283,8 +375,8 @@ def _segmented(x, states, weights, head, segment, step, back):
                 x_seg = window(x, begin, size)
                 sums = [
                     sums[0] + tf.einsum("lbf,lbg->fg", x_seg, dz),
-                    sums[1] + tf.einsum("lbu,lbg->ug", h_prev, dz),
-                    sums[2] + tf.reduce_sum(dz, axis=[0, 1]),
+                    sums[1] + d_recurrent,
+                    sums[2] + d_bias,
                     *head_sums,
                 ]
                 for total, weight in zip(sums, (kernel, recurrent, bias, *head), strict=True):
