@@ -96,7 +96,8 @@ TBPTT_EPOCHS = 3
 MEMORY_STEPS = (100, 1000, 4000)
 MEMORY_MODES = {  # benchmark name -> mode of bptt_keras.experiments.memory_time
     "plain": "plain",  # fast=False
-    "fast": "fast",  # fast=True (default)
+    "fast": "fast",  # fast=True, recompute=None: the stored-activation path
+    "default": "default",  # the defaults: recompute="auto" (recomputes from T = 1000)
     "recompute": "recompute",  # fast=True, recompute=64
     "recompute_grad": "recompute_grad",  # fast=False, recompute=64
     "truncated_k100": "truncated",  # fast=True, k1=min(100, T)

@@ -369,3 +369,46 @@ def test_one_compiled_fit_step_with_recompute_equals_one_without(cell):
         weights.append(model.get_weights())
     for a, b in zip(*weights, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# ---- recompute="auto", the default ---------------------------------------------------------
+
+
+def test_auto_recompute_picks_sqrt_t_for_long_full_bptt_on_the_fast_path_only():
+    from bptt_keras.engine.arguments import AUTO_RECOMPUTE_FROM, auto_recompute
+    from bptt_keras.unroll import Parts
+
+    parts = Parts(bk.build_model("gru", 3, num_layers=2))
+    long, short = 4000, AUTO_RECOMPUTE_FROM - 1
+    assert auto_recompute(parts, long, long, long, True) == 63  # round(sqrt(4000))
+    assert auto_recompute(parts, AUTO_RECOMPUTE_FROM, 1000, 1000, True) == 32
+    assert auto_recompute(parts, short, short, short, True) is None  # the stored path
+    assert auto_recompute(parts, long, 100, 100, True) is None  # truncated: bounded by k2
+    assert auto_recompute(parts, long, long, long, False) is None  # plain autodiff asked for
+    inputs = keras.Input((None, 1))
+    odd = keras.layers.GRU(3, return_sequences=True, recurrent_activation="hard_sigmoid")
+    other = Parts(keras.Model(inputs, keras.layers.Dense(1)(odd(inputs))))
+    assert auto_recompute(other, long, long, long, True) is None  # no fast path to recompute
+    from bptt_keras.engine.arguments import check_run
+
+    model = bk.build_model("lstm", 3)
+    x = np.zeros((2, 1000, 1))
+    assert check_run(model, x, x, None, "mean", None, None, "auto", fast=True)[-1] == 32
+    assert check_run(model, x, x, None, "mean", 10, None, "auto", fast=True)[-1] is None
+    with pytest.raises(ValueError, match='`recompute` must be "auto", None'):
+        bk.bptt_gradients(bk.build_model(), np.zeros((1, 5, 1)), np.zeros((1, 5, 1)),
+                          recompute="always")  # fmt: skip
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_default_recompute_gives_the_stored_paths_gradients_float64(float64, cell):
+    """At T = 1000 the default recomputes (segments of 32): same gradients as the stored
+    fast path (`recompute=None`) and as plain autodiff."""
+    model = bk.build_model(cell, 3, seed=0)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(2, 1000, 1)), rng.normal(size=(2, 1000, 1))
+    loss, auto = bk.bptt_gradients(model, x, y)
+    loss_s, stored = bk.bptt_gradients(model, x, y, recompute=None)
+    assert loss == pytest.approx(loss_s, rel=1e-12)
+    for a, b in zip(auto, stored, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)

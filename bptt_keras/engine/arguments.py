@@ -8,6 +8,7 @@ raised before any TensorFlow tracing and before any weight changes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,20 +120,57 @@ def model_strategy(model, strategy):
     return getattr(model, "_distribute_strategy", None)
 
 
-def check_run(model, x, y, loss, reduction, k1, k2, recompute):
+def check_run(model, x, y, loss, reduction, k1, k2, recompute, *, fast=False):
     """The checks `bptt_gradients`, `evaluate` and `fit` share: model, data, loss,
-    truncation. Returns `(parts, loss as a StepLoss, x, y, k1, k2, recompute)`."""
+    truncation. Returns `(parts, loss as a StepLoss, x, y, k1, k2, recompute)`, `recompute`
+    resolved to a segment length or None (see `auto_recompute`)."""
     check_choice(reduction, name="reduction", choices=REDUCTIONS)
     parts = Parts(model)
     loss = resolve_loss(model, loss)
     x, y = check_xy(parts, x, y, loss)
     k1, k2 = check_truncation(k1, k2, x.shape[1])
-    return parts, loss, x, y, k1, k2, check_recompute(recompute, k1, k2, x.shape[1])
+    recompute = check_recompute(recompute, k1, k2, x.shape[1], parts=parts, fast=fast)
+    return parts, loss, x, y, k1, k2, recompute
 
 
-def check_recompute(recompute, k1: int, k2: int, steps: int) -> int | None:
+AUTO_RECOMPUTE_FROM = 1000
+"""`recompute="auto"` (the default) recomputes full BPTT over at least this many steps."""
+
+
+def auto_recompute(parts: Parts, steps: int, k1: int, k2: int, fast: bool) -> int | None:
+    """The segment length `recompute="auto"` picks: `round(sqrt(T))` for full BPTT over
+    `T >= AUTO_RECOMPUTE_FROM` steps on the fast path when every recurrent layer recomputes
+    inside its own gradient (`fast.supports_recompute`), else None (no recomputation).
+
+    Why: the stored-activation fast path keeps 6u numbers per step and layer beside h, and at
+    T = 4000 its peak grows 1.46x (GRU) / 1.58x (LSTM) as much as plain autodiff's; the
+    recomputing path keeps 8-14 % of plain's growth for at most +6 % time (LSTM) and none
+    (GRU) (benchmarks/RESULTS.md). Below the threshold the stored path is kept unchanged:
+    there the memory is small and every percent of speed counts (the large workload is
+    T = 500). sqrt(T) balances the stored boundary states against one segment's work.
+    """
+    from bptt_keras import fast as fast_path
+
+    full = k1 == steps and k2 == steps
+    if not (fast and full and steps >= AUTO_RECOMPUTE_FROM):
+        return None
+    if not all(fast_path.supports_recompute(layer) for layer in parts.recurrent):
+        return None
+    return max(1, round(math.sqrt(steps)))
+
+
+def check_recompute(
+    recompute, k1: int, k2: int, steps: int, *, parts: Parts | None = None, fast: bool = False
+) -> int | None:
     if recompute is None:
         return None
+    if isinstance(recompute, str):
+        if recompute != "auto":
+            raise ValueError(
+                f'`recompute` must be "auto", None or a positive segment length. Received: '
+                f"{recompute!r}"
+            )
+        return None if parts is None else auto_recompute(parts, steps, k1, k2, fast)
     recompute = check_int(recompute, name="recompute")
     if k1 != steps or k2 != steps:
         raise ValueError(
@@ -309,8 +347,9 @@ def check_fit(model, x, y, **kwargs) -> FitArgs:
     options.check_regularisers(model)
     optimizer = options.resolve_optimizer(model, k["optimizer"])
     parts, loss, x, y, k1, k2, recompute = check_run(
-        model, x, y, k["loss"], k["reduction"], k["k1"], k["k2"], k["recompute"]
-    )
+        model, x, y, k["loss"], k["reduction"], k["k1"], k["k2"], k["recompute"],
+        fast=bool(k["fast"]),
+    )  # fmt: skip
     metrics = get_metrics(options.resolve_metrics(model, k["metrics"]), loss)
     clipnorm, global_clipnorm = options.check_clipping(
         optimizer, k["clipnorm"], k["global_clipnorm"]

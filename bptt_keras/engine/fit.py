@@ -65,7 +65,7 @@ def fit(
     resume: bool = False,
     strategy: tf.distribute.Strategy | None = None,
     fast: bool = True,
-    recompute: int | None = None,
+    recompute: int | str | None = "auto",
     sample_weight=None,
     steps_per_execution: int | None = None,
     verbose: int | str = "auto",
@@ -125,8 +125,9 @@ def fit(
             strategy whose scope the model was built in (`model.distribute_strategy`), if
             any, as in Keras' `fit`.
         fast: hand-derived backward pass where available (see `bptt_gradients`).
-        recompute: memory-efficient full BPTT with this segment length (see
-            `bptt_gradients`).
+        recompute: memory-efficient full BPTT with this segment length; `"auto"` (the
+            default) recomputes full BPTT over `T >= 1000` steps on the fast path, None
+            never (see `bptt_gradients`).
         sample_weight: optional `(n, time)` per-step loss weights (see `bptt_gradients`):
             e.g. a mask that scores only the last step. Reported losses are weighted means.
         steps_per_execution: optimizer updates per compiled call (as Keras' `compile`

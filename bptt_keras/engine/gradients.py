@@ -40,7 +40,7 @@ def bptt_gradients(
     reduction: str = "mean",
     strategy: tf.distribute.Strategy | None = None,
     fast: bool = True,
-    recompute: int | None = None,
+    recompute: int | str | None = "auto",
     sample_weight=None,
 ) -> tuple[float, list[np.ndarray]]:
     """The loss and its (truncated) BPTT gradient at the model's current weights.
@@ -67,16 +67,18 @@ def bptt_gradients(
             benchmarks/RESULTS.md); False runs plain autodiff through the loop over time, for
             teaching and debugging.
         recompute: full BPTT with recomputation over segments of this many steps (Chen et
-            al. 2016; Gruslys et al. 2016). With `fast`, SimpleRNN, LSTM and GRU layers keep only
-            their outputs and the state at every `recompute`-th step, and rebuild each
+            al. 2016; Gruslys et al. 2016). With `fast`, SimpleRNN, LSTM and GRU layers keep
+            only their outputs and the state at every `recompute`-th step, and rebuild each
             segment's gates inside their custom gradient, one segment at a time; a Dense
             head right after the last of them is folded into its gradient. Same gradients
             (to float rounding), with a peak that grows far more slowly with T than plain
-            autodiff's (benchmarks/RESULTS.md).
-            `recompute` about sqrt(T) balances the stored boundary states against one
-            segment's working memory. Other layers (other activations, or `fast=False`) fall back to
-            `tf.recompute_grad` per segment: same gradients, but TensorFlow schedules those
-            recomputations early, so memory does not drop. Full BPTT only.
+            autodiff's (benchmarks/RESULTS.md). `recompute` about sqrt(T) balances the
+            stored boundary states against one segment's working memory. Other layers
+            (other activations, or `fast=False`) fall back to `tf.recompute_grad` per
+            segment: same gradients, but TensorFlow schedules those recomputations early,
+            so memory does not drop. Full BPTT only. `"auto"` (the default): `round(sqrt(T))`
+            for full BPTT over `T >= 1000` steps on the fast path when every recurrent layer
+            has one (`engine.arguments.auto_recompute`), else no recomputation; None: never.
         sample_weight: optional `(batch, time)` non-negative weight of each step's loss, e.g.
             a 0/1 mask of the scored steps; "mean" then divides by the sum of the weights
             (times the features) — see the module docstring.
@@ -98,7 +100,7 @@ def bptt_gradients(
     >>> loss, tbptt = bptt_gradients(model, x, y, k1=5, k2=20)
     """
     parts, loss, x, y, k1, k2, recompute = check_run(
-        model, x, y, loss, reduction, k1, k2, recompute
+        model, x, y, loss, reduction, k1, k2, recompute, fast=bool(fast)
     )
     batch, time = x.shape[:2]
     w = check_weights(sample_weight, (batch, time))

@@ -48,7 +48,8 @@ CONFIG = {
 
 LABELS = {
     "plain": "full BPTT, plain autodiff (fast=False)",
-    "fast": "full BPTT, hand-derived backward (default)",
+    "fast": "full BPTT, hand-derived backward, stored activations (recompute=None)",
+    "default": "full BPTT, the defaults (fast, recompute='auto': recomputes from T = 1000)",
     "recompute": "full BPTT, recompute",
     "recompute_grad": "full BPTT, tf.recompute_grad fallback (fast=False), recompute",
     "truncated": "truncated BPTT(k)",
@@ -81,7 +82,8 @@ def measure_step(
     model = bk.build_model(cell, units, seed=0)
     kwargs = {
         "plain": {"fast": False},
-        "fast": {"fast": True},
+        "fast": {"fast": True, "recompute": None},  # the stored-activation path
+        "default": {},  # recompute="auto": recomputes from T = 1000
         "recompute": {"fast": True, "recompute": segment},
         "recompute_grad": {"fast": False, "recompute": segment},
         "truncated": {"fast": True, "k1": min(k, steps)},
