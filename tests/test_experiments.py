@@ -269,6 +269,7 @@ def test_model_comparison_is_deterministic_under_a_seed():
         assert not np.array_equal(first[name][1], other[name][1])
 
 
+@pytest.mark.slow  # a training run
 def test_seq2seq_paper_scale_runs_the_addition_table_only(tmp_path):
     report = run_experiment(
         "seq2seq",

@@ -27,7 +27,7 @@ def _assert_fast_equals_plain(model, x, y, k1, k2, *, loss_rel, rtol, atol):
         ("simple_rnn", {"init": "irnn"}),
         ("lstm", {}),
         ("lstm", {"num_layers": 2}),
-        ("gru", {"num_layers": 2}),
+        pytest.param("gru", {"num_layers": 2}, marks=pytest.mark.slow),  # float64 below
     ],
 )
 @pytest.mark.parametrize("k1, k2", [(None, None), (3, 3), (2, 6), (5, 11)])
@@ -180,7 +180,7 @@ def _gru_model(layers: int, reset_after: bool, seed: int = 2) -> keras.Model:
 
 
 # Every combination in the slow group; one of each kind in the README's command.
-GRU_FAST_CASES = [(True, 1, None, None), (False, 2, 3, 7)]
+GRU_FAST_CASES = [(True, 1, None, None)]
 GRU_CASES = [
     pytest.param(*case, marks=[] if case in GRU_FAST_CASES else [pytest.mark.slow])
     for case in [
@@ -258,7 +258,11 @@ RECOMPUTE_MODELS = {
 }
 
 
-@pytest.mark.parametrize("name", RECOMPUTE_MODELS)
+@pytest.mark.parametrize(
+    "name",
+    [n if not n.startswith("gru") else pytest.param(n, marks=pytest.mark.slow)
+     for n in RECOMPUTE_MODELS],
+)  # fmt: skip
 @pytest.mark.parametrize("segment", [1, 4, 13, 20])  # K = 1, K not dividing T, K = T, K > T
 def test_recomputed_gradients_equal_full_bptt_float64(float64, name, segment):
     cell, kwargs = RECOMPUTE_MODELS[name]
@@ -274,7 +278,11 @@ def test_recomputed_gradients_equal_full_bptt_float64(float64, name, segment):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("segment", [1, 4, 13])
+# GRU in the README's command: reset_after False at K = 4 (True in the slow group above).
+@pytest.mark.parametrize(
+    "segment",
+    [pytest.param(1, marks=pytest.mark.slow), 4, pytest.param(13, marks=pytest.mark.slow)],
+)
 def test_recomputed_gru_without_reset_after_equals_full_bptt_float64(float64, segment):
     model = _gru_model(2, reset_after=False)
     rng = np.random.default_rng(4)
@@ -286,7 +294,9 @@ def test_recomputed_gru_without_reset_after_equals_full_bptt_float64(float64, se
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("cell", ["simple_rnn", "lstm", "gru"])
+@pytest.mark.parametrize(
+    "cell", ["simple_rnn", "lstm", pytest.param("gru", marks=pytest.mark.slow)]
+)
 @pytest.mark.parametrize("fused_head", [False, True])
 @pytest.mark.parametrize("mode", ["eager", "xla"])
 def test_recomputed_layer_gradients_reach_inputs_and_both_end_states(
