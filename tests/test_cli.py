@@ -158,6 +158,7 @@ def test_console_script_help_documents_every_option():
         assert option in text
 
 
+@pytest.mark.slow  # three training runs (resume is also tested in test_fit, test_faults)
 def test_truncated_bptt_with_checkpoints_and_resume(tmp_path):
     ckpt = tmp_path / "ckpt"
     first = [

@@ -239,6 +239,7 @@ def test_reproduce_writes_the_run_directory_and_refuses_an_existing_one(tmp_path
     assert "already exists" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # two training runs
 def test_model_comparison_is_deterministic_under_a_seed():
     # the training loop behind `adding` and `copy`, tiny: same seed -> identical curves
     from bptt_keras.experiments._training import compare_models

@@ -64,7 +64,7 @@ def test_calls_share_one_block_shape_and_stop_at_marked_batches():
     [
         ("simple_rnn", 4, None, False),  # 13 = 4 + 4 + 4 + 1: a short last block
         ("lstm", 3, 7, True),  # TBPTT(k1 < k2): edge blocks of their own shapes
-        ("gru", 2, None, False),  # no fast path: the plain loop, not XLA
+        ("gru", 2, None, False),  # the GRU's fast path (issue 15), BPTT(k) blocks
     ],
 )
 def test_updates_in_calls_of_several_are_bit_for_bit_one_call_per_block(cell, k1, k2, weighted):
