@@ -89,3 +89,50 @@ class SignalAt(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if (self.epoch, batch) == self.at:
             os.kill(os.getpid(), self.signum)
+
+
+# Training-heavy tests run in the slow group (`pytest -m slow`, which CI runs after the README's
+# command) instead of the README's command, which must stay under 5 minutes on 2 cores: each is
+# a variant or a repeat of behaviour that a faster test in the README's command also covers
+# (chosen from `pytest --durations=0`, 2026-12-06: 555 tests, 317 s before, about 260 s after).
+SLOW_GROUP = {
+    "tests/test_cli.py::test_train_on_a_user_csv",
+    "tests/test_experiments.py::test_reproduce_writes_the_run_directory_and_refuses_an_existing_one",
+    "tests/test_fast.py::test_fast_and_plain_training_give_the_same_weights",
+    "tests/test_fast.py::test_fast_gradients_equal_plain_gradients[2-6-lstm-kwargs2]",
+    "tests/test_fast.py::test_fast_gradients_equal_plain_gradients[2-6-lstm-kwargs3]",
+    "tests/test_fast.py::test_fast_gradients_equal_plain_gradients[2-6-simple_rnn-kwargs0]",
+    "tests/test_fast.py::test_fast_gradients_equal_plain_gradients[2-6-simple_rnn-kwargs1]",
+    "tests/test_fast.py::test_fast_gradients_equal_plain_gradients[3-3-lstm-kwargs3]",
+    "tests/test_fast.py::test_fast_gradients_equal_plain_gradients[5-11-lstm-kwargs2]",
+    "tests/test_fast.py::test_fast_gradients_equal_plain_gradients[5-11-lstm-kwargs3]",
+    "tests/test_fast.py::test_fast_gradients_equal_plain_gradients[5-11-simple_rnn-kwargs0]",
+    "tests/test_fast.py::test_fast_gradients_equal_plain_gradients[5-11-simple_rnn-kwargs1]",
+    "tests/test_fast.py::test_fast_gradients_equal_plain_gradients[None-None-lstm-kwargs3]",
+    "tests/test_fast.py::test_fast_lstm_gradients_equal_plain_float64[13-13-2]",
+    "tests/test_fast.py::test_fast_lstm_gradients_equal_plain_float64[3-7-2]",
+    "tests/test_fast.py::test_fast_lstm_gradients_equal_plain_float64[4-4-2]",
+    "tests/test_fast.py::test_fast_lstm_gradients_equal_plain_float64[5-11-2]",
+    "tests/test_fast.py::test_fast_lstm_gradients_equal_plain_float64[None-None-2]",
+    "tests/test_fast.py::test_one_compiled_fit_step_with_recompute_equals_one_without[lstm]",
+    "tests/test_fast.py::test_recompute_trains_like_full_bptt_and_rejects_truncation",
+    "tests/test_fast.py::test_recompute_without_fast_path_uses_recompute_grad",
+    "tests/test_faults.py::test_resume_in_process_continues_the_history_exactly",
+    "tests/test_multi_step.py::test_several_batches_per_call_train_exactly_like_one_call_per_batch[gru-False]",
+    "tests/test_multi_step.py::test_several_batches_per_call_train_exactly_like_one_call_per_batch[lstm-True]",
+    "tests/test_run.py::test_same_seed_same_loss_sequence_and_forecast",
+    "tests/test_rundir.py::test_a_replay_of_the_same_config_gives_the_same_history",
+    "tests/test_rundir.py::test_train_config_replays_a_run_and_given_options_override_it",
+    "tests/test_tbptt_calls.py::test_a_second_fit_reuses_the_compiled_step_and_a_fresh_default_optimizer",
+    "tests/test_tbptt_calls.py::test_ctrl_c_between_calls_that_split_batches_checkpoints_a_whole_batch",
+    "tests/test_tbptt_calls.py::test_stateful_stream_truncated_within_each_batch_in_calls_of_several",
+    "tests/test_tbptt_calls.py::test_updates_in_calls_of_several_are_bit_for_bit_one_call_per_block[gru-2-None-False]",
+    "tests/test_tbptt_calls.py::test_updates_in_calls_of_several_are_bit_for_bit_one_call_per_block[lstm-3-7-True]",
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid in SLOW_GROUP:
+            item.add_marker(pytest.mark.slow)
