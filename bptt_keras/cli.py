@@ -435,9 +435,7 @@ def _lm(args) -> int:
 def _seq2seq(args) -> int:
     from bptt_keras.seq2seq_run import Seq2SeqConfig
 
-    names = ("pairs", "reverse", "cell", "units", "num_layers", "embedding_dim", "epochs",
-             "batch_size", "learning_rate", "val_fraction", "seed")  # fmt: skip
-    config = Seq2SeqConfig(**{name: getattr(args, name) for name in names})
+    config = Seq2SeqConfig(**{f.name: getattr(args, f.name) for f in fields(Seq2SeqConfig)})
     out = Path(args.out or f"runs/seq2seq-{time.strftime('%Y%m%d-%H%M%S')}")
 
     def check():  # read before TensorFlow's import: a malformed file fails at once

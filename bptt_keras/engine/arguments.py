@@ -160,7 +160,7 @@ def auto_recompute(parts: Parts, steps: int, k1: int, k2: int, fast: bool) -> in
 
 
 def check_recompute(
-    recompute, k1: int, k2: int, steps: int, *, parts: Parts | None = None, fast: bool = False
+    recompute, k1: int, k2: int, steps: int, *, parts: Parts, fast: bool
 ) -> int | None:
     if recompute is None:
         return None
@@ -170,7 +170,7 @@ def check_recompute(
                 f'`recompute` must be "auto", None or a positive segment length. Received: '
                 f"{recompute!r}"
             )
-        return None if parts is None else auto_recompute(parts, steps, k1, k2, fast)
+        return auto_recompute(parts, steps, k1, k2, fast)
     recompute = check_int(recompute, name="recompute")
     if k1 != steps or k2 != steps:
         raise ValueError(
