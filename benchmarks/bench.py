@@ -15,18 +15,25 @@ Peers (PyTorch, JAX) run when installed (`pip install ".[bench]"`) and are liste
 otherwise.
 
 Throughput workloads (sequences per second of a training epoch, Adam, MSE):
-    small   SimpleRNN(50) + Dense, T = 100, batch 32, 1000 noisy-sine sequences
-    large   LSTM(256) + Dense,     T = 500, batch 64, 256 sequences
+    small       SimpleRNN(50) + Dense, T = 100, batch 32, 1000 noisy-sine sequences
+    large       LSTM(256) + Dense,     T = 500, batch 64, 256 sequences
+    small_gru   GRU(50) + Dense,       as small
+    large_gru   GRU(256) + Dense,      as large
 
 Configurations run interleaved (A B C A B C ...), each run in a fresh subprocess (TensorFlow,
 PyTorch and JAX cannot share one process safely); each run trains two epochs on a fresh model
 and the second epoch is timed (the first pays tracing and compilation).
 The report gives the median over rounds and the ratio to Keras `fit` measured in the same
-run.
+run. Each round also measures, in a child process of its own, the workload's roofline
+(`roofline.py`): the rate of each of its matrix products' shapes (a compiled XLA loop of
+`tf.matmul` and PyTorch's `torch.matmul`), the time of an empty compiled call and, for the
+LSTM, the fast path's loops with their products taken out; each configuration is reported
+with its GFLOP/s and its fraction of that roofline (the products' time at the faster
+library's rate for each shape over the configuration's time per batch).
 
 Truncated-BPTT workload (`tbptt`): one long stream, 32 rows of T = 2000 steps (a noisy sine;
 each row a contiguous stretch), TBPTT(k) for k in 2, 20, 100 with SimpleRNN(16) and
-LSTM(128) + Dense (and GRU(128), which has no fast path), Adam, MSE. Time per optimizer
+LSTM(128) + Dense and GRU(128) + Dense, Adam, MSE. Time per optimizer
 update (epoch time / updates per epoch) of
     engine_rows     `bk.fit(model, x (32, T, 1), k1=k)`: truncation over the long rows
     engine_stream   `bk.fit(stateful model, stream layout (32 * T/k, k, 1))`: the streams route
@@ -53,14 +60,17 @@ Reported: training characters per second after the first compiled call (which pa
 compilation; its time is reported too), the ratio to torch, and the validation loss in
 nats and bits per character after the budget; `--rounds` interleaved rounds (default 3).
 
-Memory workload: peak resident memory of full-BPTT gradient steps of LSTM(128) + Dense,
-batch 32, for T in 100, 1000, 4000, each in a fresh subprocess: the peak RSS (reset with
-Linux `/proc/self/clear_refs` once the process is set up) above the resident size of the
+Memory workload: peak resident memory of full-BPTT gradient steps of LSTM(128) + Dense and
+GRU(128) + Dense (`--memory-cells`), batch 32, for T in 100, 1000, 4000, each in a fresh
+subprocess: the peak RSS (reset with Linux `/proc/self/clear_refs` once the process is set
+up) above the resident size of the
 process before its first step. Tracing costs the same at every T, so the growth above the
 T = 100 figure is what BPTT's stored activations cost. The step time is the second step's.
-Configurations: plain (`fast=False`), fast, recompute (`recompute=64`: segments recomputed
-inside the fast path's gradient), recompute_grad (`fast=False, recompute=64`: the
-`tf.recompute_grad` fallback) and truncated_k100; run interleaved for `--rounds` rounds
+Configurations: plain (`fast=False`), fast (`recompute=None`: the stored-activation fast
+path), default (`bptt_gradients`' defaults: `recompute="auto"`, which recomputes from
+T = 1000), recompute (`recompute=64`: segments recomputed inside the fast path's gradient),
+recompute_grad (`fast=False, recompute=64`: the `tf.recompute_grad` fallback) and
+truncated_k100; run interleaved for `--rounds` rounds
 (default 3 for memory), the median reported.
 """
 
@@ -80,10 +90,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 WORKLOADS = {
     "small": {"cell": "simple_rnn", "units": 50, "steps": 100, "batch": 32, "n": 1000},
     "large": {"cell": "lstm", "units": 256, "steps": 500, "batch": 64, "n": 256},
+    "small_gru": {"cell": "gru", "units": 50, "steps": 100, "batch": 32, "n": 1000},
+    "large_gru": {"cell": "gru", "units": 256, "steps": 500, "batch": 64, "n": 256},
 }
 QUICK = {
     "small": {"cell": "simple_rnn", "units": 16, "steps": 20, "batch": 16, "n": 64},
     "large": {"cell": "lstm", "units": 32, "steps": 40, "batch": 16, "n": 32},
+    "small_gru": {"cell": "gru", "units": 16, "steps": 20, "batch": 16, "n": 64},
+    "large_gru": {"cell": "gru", "units": 32, "steps": 40, "batch": 16, "n": 32},
 }
 TBPTT = {
     "rows": 32,
@@ -191,7 +205,9 @@ def run_torch(spec, x, y):
 
     torch.manual_seed(0)
     torch.set_num_threads(os.cpu_count() or 1)
-    rnn_class = {"simple_rnn": torch.nn.RNN, "lstm": torch.nn.LSTM}[spec["cell"]]
+    rnn_class = {"simple_rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[
+        spec["cell"]
+    ]
     rnn = rnn_class(1, spec["units"], batch_first=True)
     head = torch.nn.Linear(spec["units"], 1)
     params = [*rnn.parameters(), *head.parameters()]
@@ -219,21 +235,34 @@ def run_jax(spec, x, y):
     import jax.numpy as jnp
     import numpy as np
 
-    units, lstm = spec["units"], spec["cell"] == "lstm"
-    width = 4 * units if lstm else units
+    units, cell = spec["units"], spec["cell"]
+    width = {"simple_rnn": 1, "gru": 3, "lstm": 4}[cell] * units
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
     params = {
         "W": jax.random.normal(keys[0], (1, width)) * 0.1,
         "U": jax.random.normal(keys[1], (units, width)) / np.sqrt(units),
         "b": jnp.zeros(width),
+        "b_rec": jnp.zeros(width),  # GRU only (Keras' reset_after=True recurrent bias)
         "V": jax.random.normal(keys[2], (units, 1)) * 0.1,
         "c": jnp.zeros(1),
     }
+    if cell != "gru":
+        del params["b_rec"]
 
     def forward(p, xb):  # (B, T, 1) -> (B, T, 1)
         xw = jnp.swapaxes(xb @ p["W"] + p["b"], 0, 1)  # (T, B, width)
         batch = xb.shape[0]
-        if lstm:
+        if cell == "gru":  # Keras' GRU, reset_after=True (its default): r scales h U + b_rec
+
+            def step(h, xw_t):
+                x_z, x_r, x_h = jnp.split(xw_t, 3, axis=-1)
+                h_z, h_r, h_h = jnp.split(h @ p["U"] + p["b_rec"], 3, axis=-1)
+                z, r = jax.nn.sigmoid(x_z + h_z), jax.nn.sigmoid(x_r + h_r)
+                h = z * h + (1 - z) * jnp.tanh(x_h + r * h_h)
+                return h, h
+
+            _, hs = jax.lax.scan(step, jnp.zeros((batch, units)), xw)
+        elif cell == "lstm":
 
             def step(carry, xw_t):
                 h, c = carry
@@ -406,8 +435,9 @@ def tbptt_child(config, cell, k, quick, data_path):
     print(json.dumps({"epochs_s": times}))
 
 
-def tbptt(rounds, quick, only=None):
-    """Interleaved rounds over every (cell, k, configuration); per-update medians."""
+def tbptt(rounds, quick, only=None, cells=None):
+    """Interleaved rounds over every (cell, k, configuration); per-update medians. `cells`:
+    a subset of the workload's cells (default all)."""
     import tempfile
 
     import numpy as np
@@ -422,7 +452,8 @@ def tbptt(rounds, quick, only=None):
     np.savez(data_path, x=x, y=y)
     configs = [c for c in TBPTT_CONFIGS if (only is None or c in only) and _available(c)]
     skipped = [c for c in TBPTT_CONFIGS if c not in configs]
-    cases = [(cell, k) for cell in spec["cells"] for k in spec["ks"]]
+    chosen = [c for c in spec["cells"] if cells is None or c in cells]
+    cases = [(cell, k) for cell in chosen for k in spec["ks"]]
     runs = {(cell, k, c): [] for cell, k in cases for c in configs}
     for round_ in range(rounds):
         for cell, k in cases:
@@ -750,49 +781,29 @@ def charlm_flops_per_update(spec, vocab):
     return total * k
 
 
-def matmul_child(quick):
-    """GFLOP/s of each step shape as a compiled XLA loop of `tf.matmul` (what the fast path's
-    XLA step runs) and as PyTorch's `torch.matmul` (the library behind nn.LSTM on a CPU), in
-    this one process, 100 dependent products per call, best of 5 calls; a JSON line."""
-    import tensorflow as tf
+def matmul_child(workload, quick):
+    """The roofline inputs of `workload` measured in this (fresh) process (a JSON line): the
+    rate of each of its products' shapes as a compiled XLA loop of `tf.matmul` (what the fast
+    path's XLA step runs) and as PyTorch's `torch.matmul` (the library behind nn.LSTM on a
+    CPU), and the time of an empty compiled call (`roofline.py`)."""
+    import roofline
 
-    spec = CHARLM_QUICK if quick else CHARLM
-    steps, rows = 100, []
-    for name, m, k, n in charlm_step_shapes(spec):
-        a, w = tf.random.normal((m, k)), tf.random.normal((k, n)) * 0.01
-
-        @tf.function(jit_compile=True)
-        def loop(a, w):
-            def body(i, acc):  # each product depends on i: XLA cannot hoist it
-                product = tf.matmul(a + tf.cast(i, a.dtype) * 1e-6, w)
-                return i + 1, acc + tf.reduce_sum(product)
-
-            return tf.while_loop(lambda i, _: i < steps, body, (0, 0.0))[1]
-
-        loop(a, w).numpy()
-        best = min(_timed(lambda a=a, w=w: loop(a, w).numpy()) for _ in range(5))
-        row = {
-            "shape": name,
-            "m": m,
-            "k": k,
-            "n": n,
-            "xla_gflops": 2 * m * k * n * steps / best / 1e9,
-        }
-        if _available("torch"):
-            import torch
-
-            torch.set_num_threads(os.cpu_count() or 1)
-            ta, tw = torch.randn(m, k), torch.randn(k, n)
-
-            def torch_loop(ta=ta, tw=tw):
-                for _ in range(steps):
-                    torch.matmul(ta, tw)
-
-            torch_loop()
-            best = min(_timed(torch_loop) for _ in range(5))
-            row["torch_gflops"] = 2 * m * k * n * steps / best / 1e9
-        rows.append(row)
-    print(json.dumps(rows))
+    if workload == "charlm":
+        spec = CHARLM_QUICK if quick else CHARLM
+        products = [
+            {"name": name, "m": m, "k": k, "n": n, "repeat": spec["bptt"]}
+            for name, m, k, n in charlm_step_shapes(spec)
+        ]
+    else:
+        spec = (QUICK if quick else WORKLOADS)[workload]
+        products = roofline.throughput_products(spec)
+    rates = roofline.measure_rates(products, torch_too=_available("torch"))
+    result = {"products": rates, "empty_call_s": roofline.empty_call_s()}
+    if workload != "charlm" and spec["cell"] == "lstm":  # what the products leave out
+        result["elementwise_s"] = roofline.lstm_elementwise_s(
+            spec["batch"], spec["units"], spec["steps"]
+        )
+    print(json.dumps(result))
 
 
 def _timed(fn):
@@ -913,7 +924,7 @@ def charlm(rounds, quick, seconds, only=None):
         "spec": spec,
         "seconds": seconds,
         "flops_per_update": flops,
-        "matmul": _child("--matmul-child", *(["--quick"] if quick else [])),
+        "matmul": _child("--matmul-child", "charlm", *(["--quick"] if quick else []))["products"],
         "vocab": len(vocab),
         "train_chars": len(train),
         "val_chars": len(val),
@@ -1074,6 +1085,7 @@ def throughput(workload, spec, rounds, quick, only=None, ref=None):
         configs.insert(at, name)
         trees[name] = ref[1]
     times = {c: [] for c in configs}
+    limits = []
     for round_ in range(rounds):
         for name in configs:  # interleaved: A B C A B C ...
             # Each run in its own process: TensorFlow, PyTorch and JAX do not share one
@@ -1084,6 +1096,8 @@ def throughput(workload, spec, rounds, quick, only=None, ref=None):
             if name in trees and result["package"] != os.path.join(trees[name], "bptt_keras"):
                 raise RuntimeError(f"{name} imported {result['package']}, not the ref's tree")
             times[name].append(result["epoch_s"])
+        # The roofline's rates, measured in the same rounds (the same machine conditions).
+        limits.append(_child("--matmul-child", workload, *(["--quick"] if quick else [])))
         print(
             f"  {workload} round {round_ + 1}/{rounds}: "
             + ", ".join(f"{c} {times[c][-1]:.3f}s" for c in configs),
@@ -1091,26 +1105,69 @@ def throughput(workload, spec, rounds, quick, only=None, ref=None):
         )
     medians = {c: statistics.median(t) for c, t in times.items()}
     base = medians["keras_fit"]
-    rows = [
-        {
-            "config": c,
-            "median_epoch_s": medians[c],
-            "seq_per_s": spec["n"] / medians[c],
-            "vs_keras_fit": base / medians[c],
-            "epochs_s": times[c],
-            "per_round_vs_keras_fit": [
-                k / t for k, t in zip(times["keras_fit"], times[c], strict=True)
-            ],
-        }
-        for c in configs
-    ]
-    return {"workload": workload, "spec": spec, "rounds": rounds, "rows": rows, "skipped": skipped}
+    roof = _roofline_summary(spec, limits)
+    rows = []
+    for c in configs:
+        batch_s = medians[c] / roof["batches"]
+        rows.append(
+            {
+                "config": c,
+                "median_epoch_s": medians[c],
+                "seq_per_s": spec["n"] / medians[c],
+                "vs_keras_fit": base / medians[c],
+                "epochs_s": times[c],
+                "per_round_vs_keras_fit": [
+                    k / t for k, t in zip(times["keras_fit"], times[c], strict=True)
+                ],
+                "batch_s": batch_s,
+                "gflops": roof["flops_per_batch"] / batch_s / 1e9,
+                "of_roofline": roof["bound_s"]["best_gflops"] / batch_s,
+            }
+        )
+    return {
+        "workload": workload,
+        "spec": spec,
+        "rounds": rounds,
+        "rows": rows,
+        "skipped": skipped,
+        "roofline": roof,
+    }
+
+
+def _roofline_summary(spec, limits):
+    """Medians over rounds of each product's rates and of the empty call; the work per batch
+    and the roofline time per batch at the XLA, PyTorch and best rate of each shape."""
+    import math
+
+    import roofline
+
+    products = roofline.throughput_products(spec)
+    rates = []
+    for i, product in enumerate(products):
+        row = dict(product)
+        for key in ("xla_gflops", "torch_gflops", "best_gflops"):
+            values = [lim["products"][i].get(key) for lim in limits]
+            row[key] = None if None in values else statistics.median(values)
+        rates.append(row)
+    keys = ("xla_gflops", "torch_gflops", "best_gflops")
+    return {
+        "batches": math.ceil(spec["n"] / spec["batch"]),
+        "flops_per_batch": roofline.flops(products),
+        "products": rates,
+        "bound_s": {key: roofline.roofline_s(products, rates, key) for key in keys},
+        "empty_call_s": statistics.median(lim["empty_call_s"] for lim in limits),
+        "elementwise_s": (
+            statistics.median(lim["elementwise_s"] for lim in limits)
+            if "elementwise_s" in limits[0]
+            else None
+        ),
+    }
 
 
 # ---- memory ---------------------------------------------------------------------------
 
 
-def memory_child(config, steps, units=128, batch=32):
+def memory_child(config, steps, cell="lstm", units=128, batch=32):
     """One measurement in this (fresh) process; prints a JSON line.
 
     The measurement is `bptt_keras.experiments.memory_time.measure_step`, the same code as
@@ -1119,11 +1176,12 @@ def memory_child(config, steps, units=128, batch=32):
     from bptt_keras.experiments.memory_time import measure_step
 
     mode = MEMORY_MODES[config]
-    row = measure_step(mode, steps, units=units, batch=batch, segment=64, k=100)
+    row = measure_step(mode, steps, units=units, batch=batch, segment=64, k=100, cell=cell)
     print(
         json.dumps(
             {
                 "config": config,
+                "cell": cell,
                 "steps": steps,
                 "peak_above_kib": row["peak_mib"] * 1024,
                 "step_s": row["step_s"],
@@ -1132,20 +1190,20 @@ def memory_child(config, steps, units=128, batch=32):
     )
 
 
-def memory(configs, steps_list, rounds):
-    """Interleaved rounds (every T and configuration once per round); one row per run."""
+def memory(configs, steps_list, rounds, cells=("lstm",)):
+    """Interleaved rounds (every cell, T and configuration once per round); one row per
+    run."""
     results = []
     for round_ in range(rounds):
-        for steps in steps_list:
-            for config in configs:
-                row = _child("--memory-child", config, str(steps))
-                row["round"] = round_
-                print(
-                    f"  memory round {round_ + 1}/{rounds} T={steps} {config}: "
-                    f"+{row['peak_above_kib'] / 1024:.1f} MiB, {row['step_s']:.3f}s",
-                    flush=True,
-                )
-                results.append(row)
+        for cell, steps, config in [(c, t, m) for c in cells for t in steps_list for m in configs]:
+            row = _child("--memory-child", config, str(steps), cell)
+            row["round"] = round_
+            print(
+                f"  memory round {round_ + 1}/{rounds} {cell} T={steps} {config}: "
+                f"+{row['peak_above_kib'] / 1024:.1f} MiB, {row['step_s']:.3f}s",
+                flush=True,
+            )
+            results.append(row)
     return results
 
 
@@ -1193,6 +1251,35 @@ def memory_summary(rows):
 # ---- report ---------------------------------------------------------------------------
 
 
+def _cpuinfo_field(name):
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.split(":")[0].strip() == name:
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def cpu_model():
+    """The CPU's model name (Linux `/proc/cpuinfo`), else what `platform` knows."""
+    return _cpuinfo_field("model name") or platform.processor() or platform.platform()
+
+
+def instruction_set():
+    """The widest vector instructions the CPU offers: timings differ between AVX2 and
+    AVX-512 machines, so every report names which ran it."""
+    flags = set((_cpuinfo_field("flags") or "").split())
+    if not flags:
+        return "unknown (no /proc/cpuinfo)"
+    found = [name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"))
+             if flag in flags][:1] or ["no AVX"]  # fmt: skip
+    extras = [name for flag, name in (("avx512_bf16", "AVX512-BF16"), ("amx_tile", "AMX"),
+              ("fma", "FMA")) if flag in flags]  # fmt: skip
+    return " + ".join(found + extras)
+
+
 def versions():
     import keras
     import numpy as np
@@ -1203,8 +1290,8 @@ def versions():
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "numpy": np.__version__,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
-        f"{platform.processor() or platform.platform()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {cpu_model()}",
+        "instruction set": instruction_set(),
     }
     try:
         import torch
@@ -1221,6 +1308,91 @@ def versions():
     return info
 
 
+def roofline_markdown(roof):
+    """The limit a throughput table is measured against (see `roofline.py`)."""
+
+    def fmt(value, spec_="{:.0f}"):
+        return "-" if value is None else spec_.format(value)
+
+    def ms(seconds):
+        return "-" if seconds is None else f"{seconds * 1e3:.2f}"
+
+    bound = roof["bound_s"]
+    empty = roof["empty_call_s"]
+    lines = [
+        f"Roofline: {roof['flops_per_batch'] / 1e9:.3f} GFLOP of matrix products per batch "
+        f"(counted from the shapes; {roof['batches']} batches per epoch). The same shapes' "
+        "rates, measured in a child process in every round (median):",
+        "",
+        "| product | shape (m x k times k x n) x repeats | XLA loop GFLOP/s "
+        "| PyTorch GFLOP/s | roofline uses |",
+        "|---|---|---|---|---|",
+    ]
+    for p in roof["products"]:
+        lines.append(
+            f"| {p['name']} | {p['m']} x {p['k']} x {p['n']} x {p['repeat']} | "
+            f"{fmt(p['xla_gflops'])} | {fmt(p['torch_gflops'])} | {fmt(p['best_gflops'])} |"
+        )
+    lines += [
+        "",
+        f"Products alone, per batch: {ms(bound['best_gflops'])} ms at the faster library's "
+        f"rate per shape ({ms(bound['xla_gflops'])} ms at XLA's, "
+        f"{ms(bound['torch_gflops'])} ms at PyTorch's): `of roofline` is that time over "
+        "each configuration's time per batch. "
+        f"An empty XLA-compiled call takes {empty * 1e6:.0f} us, so a step compiled as one "
+        f"call per batch cannot take less than {(bound['best_gflops'] + empty) * 1e3:.2f} ms "
+        f"per batch; with 16 batches per call (`fit`'s default) "
+        f"{(bound['best_gflops'] + empty / 16) * 1e3:.2f} ms.",
+    ]
+    if roof.get("elementwise_s") is not None:
+        lines[-1] += (
+            " The fast path's two time loops with their products taken out (the element-wise "
+            "work of the gates, the cell state and the stored rows, XLA-compiled; "
+            f"`roofline.lstm_elementwise_s`) take {ms(roof['elementwise_s'])} ms per batch: "
+            f"products + element-wise = {ms(bound['xla_gflops'] + roof['elementwise_s'])} ms "
+            "at XLA's rates, run one after the other."
+        )
+    return "\n".join(lines)
+
+
+def memory_markdown(cell, rows):
+    """The memory tables of one cell's runs."""
+    configs, steps_list, summary = memory_summary(rows)
+    name = {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "SimpleRNN"}[cell]
+    lines = [
+        f"**memory, {name}(128)**: two full-BPTT gradient steps, {name}(128) + Dense, batch "
+        "32: peak RSS above the process before the steps (MiB) / time of the second step (s); "
+        "median of interleaved rounds",
+        "",
+        "| T | " + " | ".join(configs) + " |",
+        "|---" * (len(configs) + 1) + "|",
+    ]
+    for steps in steps_list:
+        cells = [
+            f"{summary[steps, c]['peak_mib']:.1f} / {summary[steps, c]['step_s']:.2f}"
+            for c in configs
+        ]
+        lines.append(f"| {steps} | " + " | ".join(cells) + " |")
+    top = steps_list[-1]
+    lines += [
+        "",
+        f"growth of the peak from T = {steps_list[0]} to T = {top} (MiB; median over "
+        f"rounds) and step time at T = {top} relative to plain (median of per-round "
+        "ratios):",
+        "",
+        "| | " + " | ".join(configs) + " |",
+        "|---" * (len(configs) + 1) + "|",
+        "| growth | " + " | ".join(f"+{summary[top, c]['growth_mib']:.0f}" for c in configs) + " |",
+        "| time vs plain | "
+        + " | ".join(
+            "-" if summary[top, c]["vs_plain"] is None else f"{summary[top, c]['vs_plain']:.2f}x"
+            for c in configs
+        )
+        + " |",
+    ]
+    return "\n".join(lines)
+
+
 def markdown(report):
     lines = ["| " + " | ".join(f"{k}: {v}" for k, v in report["versions"].items()) + " |", ""]
     for result in report["throughput"]:
@@ -1231,63 +1403,45 @@ def markdown(report):
             f"{result['rounds']} interleaved rounds"
             + (f" (skipped: {', '.join(result['skipped'])})" if result["skipped"] else ""),
             "",
-            "| configuration | epoch (s) | sequences/s | vs Keras fit | per round vs Keras fit |",
-            "|---|---|---|---|---|",
+            "| configuration | epoch (s) | sequences/s | vs Keras fit | per round vs Keras fit "
+            "| ms / batch | GFLOP/s | of roofline |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for row in result["rows"]:
             rounds_ = " ".join(f"{r:.2f}" for r in row["per_round_vs_keras_fit"])
             lines.append(
                 f"| {row['config']} | {row['median_epoch_s']:.3f} | "
-                f"{row['seq_per_s']:.0f} | {row['vs_keras_fit']:.2f}x | {rounds_} |"
+                f"{row['seq_per_s']:.0f} | {row['vs_keras_fit']:.2f}x | {rounds_} | "
+                f"{row['batch_s'] * 1e3:.2f} | {row['gflops']:.1f} | "
+                f"{row['of_roofline']:.0%} |"
             )
-        lines.append("")
+        lines += ["", roofline_markdown(result["roofline"]), ""]
     if report.get("tbptt"):
         lines += [tbptt_markdown(report["tbptt"]), ""]
     if report.get("charlm"):
         lines += [charlm_markdown(report["charlm"]), ""]
     if report["memory"]:
-        configs, steps_list, summary = memory_summary(report["memory"])
-        lines += [
-            "**memory**: two full-BPTT gradient steps, LSTM(128) + Dense, batch 32: peak RSS "
-            "above the process before the steps (MiB) / time of the second step (s); median "
-            "of interleaved rounds",
-            "",
-            "| T | " + " | ".join(configs) + " |",
-            "|---" * (len(configs) + 1) + "|",
-        ]
-        for steps in steps_list:
-            cells = [
-                f"{summary[steps, c]['peak_mib']:.1f} / {summary[steps, c]['step_s']:.2f}"
-                for c in configs
-            ]
-            lines.append(f"| {steps} | " + " | ".join(cells) + " |")
-        top = steps_list[-1]
-        lines += [
-            "",
-            f"growth of the peak from T = {steps_list[0]} to T = {top} (MiB; median over "
-            f"rounds) and step time at T = {top} relative to plain (median of per-round "
-            "ratios):",
-            "",
-            "| | " + " | ".join(configs) + " |",
-            "|---" * (len(configs) + 1) + "|",
-            "| growth | "
-            + " | ".join(f"+{summary[top, c]['growth_mib']:.0f}" for c in configs)
-            + " |",
-            "| time vs plain | "
-            + " | ".join(
-                "-"
-                if summary[top, c]["vs_plain"] is None
-                else f"{summary[top, c]['vs_plain']:.2f}x"
-                for c in configs
-            )
-            + " |",
-        ]
+        for cell in dict.fromkeys(r.get("cell", "lstm") for r in report["memory"]):
+            rows = [r for r in report["memory"] if r.get("cell", "lstm") == cell]
+            lines += [memory_markdown(cell, rows), ""]
     return "\n".join(lines)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workloads", default="small,large,tbptt,memory")
+    parser.add_argument(
+        "--workloads",
+        default="small,large,small_gru,large_gru,tbptt,memory",
+        help="comma-separated: small, large, small_gru, large_gru, tbptt, memory, charlm",
+    )
+    parser.add_argument(
+        "--tbptt-cells", help="tbptt workload: cells to run (default simple_rnn,lstm,gru)"
+    )
+    parser.add_argument(
+        "--memory-cells",
+        default="lstm,gru",
+        help="memory workload: cells to measure, comma-separated (default lstm,gru)",
+    )
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 5; memory 3)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 2 rounds")
     parser.add_argument("--json", help="also write the raw results here")
@@ -1311,15 +1465,17 @@ def main():
         f"quick {CHARLM_SECONDS_QUICK:g} s)",
     )
     parser.add_argument("--charlm-child", metavar="CONFIG", help=argparse.SUPPRESS)
-    parser.add_argument("--matmul-child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--memory-child", nargs=2, metavar=("CONFIG", "T"), help=argparse.SUPPRESS)
+    parser.add_argument("--matmul-child", metavar="WORKLOAD", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--memory-child", nargs=3, metavar=("CONFIG", "T", "CELL"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument(
         "--run-child", nargs=2, metavar=("CONFIG", "WORKLOAD"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
     if args.memory_child:
-        memory_child(args.memory_child[0], int(args.memory_child[1]))
+        memory_child(args.memory_child[0], int(args.memory_child[1]), args.memory_child[2])
         return
     if args.run_child:
         throughput_child(*args.run_child, args.quick, args.data)
@@ -1331,7 +1487,7 @@ def main():
         charlm_child(args.charlm_child, args.quick, args.data, args.charlm_seconds)
         return
     if args.matmul_child:
-        matmul_child(args.quick)
+        matmul_child(args.matmul_child, args.quick)
         return
     chosen = args.workloads.split(",")
     args.rounds_set = args.rounds is not None
@@ -1355,14 +1511,16 @@ def main():
         "charlm": None,
         "memory": [],
     }
-    for workload in ("small", "large"):
+    print(f"{report['versions']['machine']}; {report['versions']['instruction set']}")
+    for workload in WORKLOADS:
         if workload in chosen:
             report["throughput"].append(
                 throughput(workload, specs[workload], rounds, args.quick, only, ref)
             )
     if "tbptt" in chosen:
         tbptt_rounds = args.rounds or (2 if args.quick else 3)
-        report["tbptt"] = tbptt(tbptt_rounds, args.quick, only)
+        cells = args.tbptt_cells.split(",") if args.tbptt_cells else None
+        report["tbptt"] = tbptt(tbptt_rounds, args.quick, only, cells)
     if "charlm" in chosen:
         seconds = args.charlm_seconds or (CHARLM_SECONDS_QUICK if args.quick else CHARLM_SECONDS)
         charlm_rounds = args.rounds or (1 if args.quick else 3)
@@ -1370,7 +1528,8 @@ def main():
     if "memory" in chosen:
         steps = (20, 60) if args.quick else MEMORY_STEPS
         memory_rounds = 1 if args.quick else (args.rounds if args.rounds_set else 3)
-        report["memory"] = memory(list(MEMORY_MODES), steps, memory_rounds)
+        cells = args.memory_cells.split(",")
+        report["memory"] = memory(list(MEMORY_MODES), steps, memory_rounds, cells)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=2)

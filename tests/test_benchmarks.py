@@ -31,6 +31,11 @@ def test_bench_quick_runs_full_and_truncated_workloads_and_reports_ratios():
     for config in ("keras_fit", "keras_fit_spe16", "engine_fast", "engine_fast_spe1"):
         assert f"| {config} |" in done.stdout
     assert "vs Keras fit" in done.stdout
+    # the roofline measured in the same rounds, and the machine that ran it
+    assert "| of roofline |" in done.stdout and "Roofline: " in done.stdout
+    assert "| weight gradient over all steps | 18 x 320 x 16 x 1 |" in done.stdout  # B16 H16 T20
+    assert "An empty XLA-compiled call takes" in done.stdout
+    assert "instruction set: " in done.stdout
     for config in ("engine_rows", "engine_stream", "keras_stateful"):
         assert f"| simple_rnn(4) | 4 | {config} |" in done.stdout
     assert "vs Keras stateful fit" in done.stdout and "ms / update" in done.stdout
@@ -53,3 +58,20 @@ def test_bench_quick_runs_the_character_language_model_workload():
     # the same-run matrix-product rates that bound the step (XLA loop; PyTorch if installed)
     assert "| forward, layer 1 | 8 x 49 x 128 |" in done.stdout  # quick: B 8, H 32, E 16
     assert "GFLOP/s" in done.stdout
+
+
+@pytest.mark.slow
+def test_sweep_quick_writes_its_table_and_plot(tmp_path):
+    sweep = BENCH.parent / "sweep.py"
+    done = subprocess.run(
+        [sys.executable, str(sweep), "--quick", "--configs", "keras_fit,engine_fast",
+         "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = (tmp_path / "sweep.md").read_text()
+    assert "| 10 | 4 | 128 |" in table and "| 20 | 4 | 128 |" in table
+    assert "Keras fit" in table and "bptt_keras fit" in table and "instruction set" in table
+    assert (tmp_path / "sweep.png").stat().st_size > 10_000
