@@ -981,7 +981,7 @@ def charlm_markdown(result):
         torch_rate = m.get("torch_gflops")
         ratio = None if torch_rate is None else m["xla_gflops"] / torch_rate
         lines.append(
-            f"| {m['shape']} | {m['m']} x {m['k']} x {m['n']} | {m['xla_gflops']:.0f} | "
+            f"| {m['name']} | {m['m']} x {m['k']} x {m['n']} | {m['xla_gflops']:.0f} | "
             f"{fmt(torch_rate, '{:.0f}')} | {fmt(ratio, '{:.2f}x')} |"
         )
     over = [r["config"] for r in result["rows"] if r["train_s"] > 1.1 * result["seconds"]]
