@@ -15,7 +15,8 @@ The public API:
 - prediction (`bptt_keras.prediction`): `predict_next`, `forecast`, `stream_predict`
 - BPTT engine: `fit`, `evaluate`, `bptt_gradients`, `plan_blocks`, `covered_fraction`
 - diagnostics: `gradient_norms_through_time`, `recurrent_spectrum`, `RecurrentSpectrum`,
-  `scale_recurrent`, `numpy_bptt` (the NumPy oracle)
+  `scale_recurrent`, `numpy_bptt` (the NumPy oracle); `GradientNormsThroughTime` (a
+  TensorBoard callback)
 - plotting: `plot_loss_curves`, `plot_forecast`, `plot_gradient_norms`, `plot_block_plan`,
   `new_axes`
 - runs: `TrainConfig`, `train`, `load_run`, `LoadedRun`
@@ -98,6 +99,7 @@ _EXPORTS: dict[str, str] = {
         "bptt_keras.plotting",
     ),
     **dict.fromkeys(("train",), "bptt_keras.run"),
+    **dict.fromkeys(("GradientNormsThroughTime",), "bptt_keras.tensorboard"),
     **dict.fromkeys(("LoadedRun", "load_run"), "bptt_keras.rundir"),
     **dict.fromkeys(
         (

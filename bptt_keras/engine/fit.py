@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 import weakref
+from array import array
 from pathlib import Path
 
 import keras
@@ -158,6 +159,8 @@ def fit(
         gradient norm before clipping), `["val_loss"]`. If a loss or gradient turns NaN/inf,
         training stops with a warning naming the epoch and step, the weights stay those of
         the last finite update, and `history.nonfinite` holds `{"epoch", "step"}`.
+        `history.update_grad_norms` holds the global gradient norm (before clipping) of
+        every update this run applied, in order; `model.history` is this object.
         `history.trace_count` is how often this run traced the training step (0 when `fit`
         runs again on the same model with the same optimizer, settings and shapes: the
         compiled step is reused), and `history.compiled_calls` how many compiled training
@@ -208,6 +211,11 @@ def fit(
     )  # fmt: skip
     model.stop_training = False
     history.nonfinite, history.compiled_calls = None, 0
+    # Every applied update's global gradient norm (before clipping), in order: callbacks read
+    # them at epoch ends (`GradientNormsThroughTime`) without batch hooks, which would end
+    # the compiled calls at every batch. `model.history` is where Keras' fit puts it too.
+    history.update_grad_norms = array("d")
+    model.history = history
     callback_list.on_train_begin()
     history.history = {k: list(v) for k, v in state.history.items()}
     done = len(history.history.get("loss", []))
@@ -370,6 +378,7 @@ class _Loop:
                 return False
             count = float(plan.counts[first + offset])
             state.progress.add(total, count, grad_norm, penalty, sums)
+            self.history.update_grad_norms.append(grad_norm)
             if index == per_batch - 1:
                 state.batches_done += 1
                 logs = state.progress.logs(self.args.normaliser, self.args.metrics)
