@@ -13,7 +13,8 @@ The public API:
 - encoder-decoders (`bptt_keras.seq2seq`): `build_seq2seq`, `PairCodec`, `load_pairs`,
   `fit_seq2seq`, `greedy_decode`, `beam_search`, `exact_match`; `source_gradient_norms`
 - prediction (`bptt_keras.prediction`): `predict_next`, `forecast`, `stream_predict`
-- BPTT engine: `fit`, `evaluate`, `bptt_gradients`, `plan_blocks`, `covered_fraction`
+- BPTT engine: `fit`, `evaluate`, `bptt_gradients`, `plan_blocks`, `covered_fraction`; `BPTTModel`
+  (truncated BPTT inside Keras' own `model.fit`)
 - diagnostics: `gradient_norms_through_time`, `recurrent_spectrum`, `RecurrentSpectrum`,
   `scale_recurrent`, `numpy_bptt` (the NumPy oracle); `GradientNormsThroughTime` (a
   TensorBoard callback)
@@ -100,6 +101,7 @@ _EXPORTS: dict[str, str] = {
     ),
     **dict.fromkeys(("train",), "bptt_keras.run"),
     **dict.fromkeys(("GradientNormsThroughTime",), "bptt_keras.tensorboard"),
+    **dict.fromkeys(("BPTTModel",), "bptt_keras.keras_model"),
     **dict.fromkeys(("LoadedRun", "load_run"), "bptt_keras.rundir"),
     **dict.fromkeys(
         (
@@ -151,3 +153,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = sorted([*_EXPORTS, "tasks"])
+
+# Last, once the names above exist: a saved BPTTModel loads with plain `keras.models.load_model`.
+from bptt_keras import _registration  # noqa: E402
+
+_registration.install()

@@ -132,9 +132,12 @@ class GradientNormsThroughTime(keras.callbacks.Callback):
         super().set_model(model)
         # Checked when training is set up, so a bad probe or `layer` fails before the first
         # update rather than at the end of the first epoch.
-        parts = Parts(model)
+        # A `BPTTModel` measures the model it wraps, with the loss it was compiled with.
+        self._loss = resolve_loss(model, self.loss)
+        self._network = getattr(model, "inner", model)
+        parts = Parts(self._network)
         _layer_index(parts, self.layer)
-        loss = resolve_loss(model, self.loss)
+        loss = self._loss
         self.x_probe, self.y_probe = check_xy(
             parts, self.x_probe, self.y_probe, loss, x_name="x_probe", y_name="y_probe"
         )
@@ -154,8 +157,8 @@ class GradientNormsThroughTime(keras.callbacks.Callback):
         if (epoch + 1) % self.every and not last:
             return
         norms = gradient_norms_through_time(
-            self.model, self.x_probe, self.y_probe, layer=self.layer,
-            sample_weight=self.sample_weight, loss=self.loss,
+            self._network, self.x_probe, self.y_probe, layer=self.layer,
+            sample_weight=self.sample_weight, loss=self._loss,
         )  # fmt: skip
         self.history.append(norms)
         self.write_norms(norms, epoch)

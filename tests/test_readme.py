@@ -93,3 +93,19 @@ def test_seq2seq_example_runs(capsys):
     assert len(namespace["best"]) == 3
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 2 and out[1].startswith("[(")
+
+
+def test_keras_own_fit_example_runs(tmp_path, monkeypatch):
+    code = _block_after("### Using Keras' own fit")
+    assert "bk.BPTTModel(" in code and "epochs=5" in code
+    monkeypatch.chdir(tmp_path)
+    small = code.replace("noisy_sines(256, 201", "noisy_sines(16, 41").replace(
+        "epochs=5", "epochs=1"
+    )
+    small = small.replace("k1=20, k2=40", "k1=10, k2=20")
+    namespace: dict = {}
+    exec(compile(small, "README Keras fit", "exec"), namespace)
+    history = namespace["history"].history
+    assert {"loss", "mae", "val_loss", "val_mae"} <= set(history)
+    assert (tmp_path / "model.keras").stat().st_size > 1000
+    assert list((tmp_path / "logs" / "gradients").glob("events.out.tfevents.*"))

@@ -206,9 +206,11 @@ class Engine:
         return total, sums
 
     # -- compiled steps ---------------------------------------------------------------
-    def _replica_block(self, x, y, w, states, spec: BlockSpec, penalty_weight=1.0):
-        """Loss sum, penalty, metric sums and gradients of one block on one replica, summed
-        over replicas; the penalty enters the gradient `penalty_weight` times."""
+    def block_gradients(self, x, y, w, states, spec: BlockSpec, penalty_weight=1.0):
+        """One block on one replica: `(loss sum, penalty, metric sums, gradients, final
+        states, captured states, scored outputs (batch, loss_length, output_dim))`, the sums
+        and gradients summed over replicas; the penalty enters the gradient
+        `penalty_weight` times. `fit`'s step and `BPTTModel.train_step` both run it."""
         dtype = self.parts.dtype
 
         def loss_fn():
@@ -221,9 +223,10 @@ class Engine:
                 fast=self.fast,
                 recompute=self.recompute,
             )
+            scored = window(yhat, spec.loss_start - spec.start, spec.loss_length)
             total, sums = self._scores(
                 window(y, spec.loss_start, spec.loss_length),
-                window(yhat, spec.loss_start - spec.start, spec.loss_length),
+                scored,
                 window(w, spec.loss_start, spec.loss_length),
             )
             penalty = self.penalty()
@@ -231,19 +234,21 @@ class Engine:
             # hands in its 1/replicas share.
             share = tf.cast(penalty_weight, dtype) / self.replicas
             value = total / tf.cast(spec.denominator, dtype) + share * penalty
-            return value, (total, penalty, sums, finals, captured)
+            return value, (total, penalty, sums, finals, captured, scored)
 
-        _, (total, penalty, sums, finals, captured), grads = value_and_grad(loss_fn, self.variables)
+        _, (total, penalty, sums, finals, captured, scored), grads = value_and_grad(
+            loss_fn, self.variables
+        )
         context = tf.distribute.get_replica_context()
         grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
         total = context.all_reduce(tf.distribute.ReduceOp.SUM, total)
         if sums:
             sums = context.all_reduce(tf.distribute.ReduceOp.SUM, sums)
-        return total, penalty, sums, grads, finals, captured
+        return total, penalty, sums, grads, finals, captured, scored
 
     def _grad_step(self, x, y, w, states, spec: BlockSpec, penalty_weight):
-        total, penalty, _, grads, _, captured = self.strategy.run(
-            self._replica_block, args=(x, y, w, states, spec, penalty_weight)
+        total, penalty, _, grads, _, captured, _ = self.strategy.run(
+            self.block_gradients, args=(x, y, w, states, spec, penalty_weight)
         )
         return (
             self._first(total),
@@ -266,7 +271,7 @@ class Engine:
         a float64 vector `[loss sum, grad norm, finite, penalty, metric sum, count, ...]`."""
 
         def replica(x, y, w, states):
-            total, penalty, sums, grads, finals, captured = self._replica_block(
+            total, penalty, sums, grads, finals, captured, _ = self.block_gradients(
                 x, y, w, states, spec
             )
             grad_norm = tf.linalg.global_norm(grads)
