@@ -67,8 +67,10 @@ def test_dataset_callbacks_validation_evaluate_and_predict(tmp_path):
         keras.callbacks.TensorBoard(str(tmp_path / "logs")),
         bk.GradientNormsThroughTime(x[:2], y[:2], tmp_path / "logs"),
     ]
-    history = model.fit(data, epochs=2, validation_data=(x[:4], y[:4]), callbacks=callbacks, shuffle=False,
-                        verbose=0)  # fmt: skip
+    history = model.fit(
+        data, epochs=2, validation_data=(x[:4], y[:4]), callbacks=callbacks, shuffle=False,
+        verbose=0,
+    )  # fmt: skip
     assert set(history.history) >= {"loss", "mae", "val_loss", "val_mae", "learning_rate"}
     assert int(model.optimizer.iterations.numpy()) == 2 * 3 * 2  # epochs x batches x blocks
     # The same data as arrays through bk.fit: the same weights.
