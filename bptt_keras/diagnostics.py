@@ -22,6 +22,12 @@ from bptt_keras.unroll import Parts, forward
 
 
 def _layer_index(parts: Parts, layer) -> int:
+    if not parts.recurrent:
+        raise ValueError(
+            "The model has no (unidirectional) recurrent layer whose state could be probed; "
+            f"Bidirectional layers run whole. Received layers: "
+            f"{[layer.name for layer in parts.whole_sequence]}"
+        )
     if layer is None:
         return 0
     if isinstance(layer, int) and not isinstance(layer, bool):

@@ -430,15 +430,26 @@ def set_states(model: keras.Model, states: Sequence[Sequence[np.ndarray]]) -> No
             variable.assign(array)
 
 
+def bidirectional_layers(model: keras.Model) -> list[keras.layers.Bidirectional]:
+    """The `keras.layers.Bidirectional` layers of `model`, in order.
+
+    The engine runs them whole (Keras' own call over the full sequence, from zero states):
+    their backward direction reads the sequence from its end, so they take part in full BPTT
+    only, not in truncated BPTT or in step-by-step (stateful) use.
+    """
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.Bidirectional)]
+
+
 def layer_chain(model: keras.Model) -> list[keras.layers.Layer]:
     """The layers of a `build_model`-style model, in order from input to output.
 
     The engine unrolls a chain: optional per-step layers (e.g. `Embedding`, `Dropout`), then
     recurrent layers, each optionally followed by per-step layers (`Dropout` between layers,
     the `Dense` head after the last). "Per-step" means the layer acts on every time step
-    alone, as `Embedding`, `Dropout`, `Dense` and `Activation` do. A tied head (the model's
-    output is a second, reverse call of its `ReversibleEmbedding`) ends the chain as a
-    `TiedHead`.
+    alone, as `Embedding`, `Dropout`, `Dense` and `Activation` do; a `Bidirectional`
+    recurrent layer sits in the chain as one layer over the whole sequence (full BPTT only).
+    A tied head (the model's output is a second, reverse call of its `ReversibleEmbedding`)
+    ends the chain as a `TiedHead`.
 
     Args:
         model: a Keras model.
@@ -453,11 +464,14 @@ def layer_chain(model: keras.Model) -> list[keras.layers.Layer]:
     """
     recurrent = recurrent_layers(model)
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    if not recurrent:
+    both_ways = bidirectional_layers(model)
+    if not recurrent and not both_ways:
         raise ValueError(
-            f"`model` must contain recurrent layers (SimpleRNN, LSTM, GRU), as `build_model` "
-            f"builds. Received layers: {[type(layer).__name__ for layer in layers]}"
+            f"`model` must contain recurrent layers (SimpleRNN, LSTM, GRU, or Bidirectional "
+            f"ones), as `build_model` builds. Received layers: "
+            f"{[type(layer).__name__ for layer in layers]}"
         )
+    recurrent = recurrent + [layer.forward_layer for layer in both_ways]
     if not all(layer.return_sequences for layer in recurrent):
         raise ValueError(
             "`model`'s recurrent layers must all have `return_sequences=True` (one output per "
@@ -478,6 +492,14 @@ def _rebuild(
     model: keras.Model, *, batch_size: int | None, stateful: bool, return_state: bool
 ) -> keras.Model:
     """A copy of a chain model with new statefulness/state I/O and copied weights."""
+    both_ways = bidirectional_layers(model)
+    if both_ways:
+        raise ValueError(
+            f"`model` has Bidirectional layers ({[layer.name for layer in both_ways]}), whose "
+            "backward direction reads the whole sequence from its end: a stateful or "
+            "state-returning copy that runs chunk by chunk (streaming, forecasting) would "
+            "compute something else. Predict with the model itself over whole sequences."
+        )
     layers = []
     for layer in layer_chain(model):
         if isinstance(layer, TiedHead):  # the reverse call of the rebuilt embedding

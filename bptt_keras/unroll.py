@@ -51,7 +51,20 @@ class Parts:
                 self.after.append([])
             else:
                 (self.after[-1] if self.after else self.pre).append(layer)
-        self.per_step = self.after[-1]
+        # Bidirectional layers run whole, as Keras calls them, inside `pre` / `after`: only
+        # valid when a chunk is the whole sequence (full BPTT; `check_run` refuses the rest).
+        self.whole_sequence = [
+            layer for layer in chain if isinstance(layer, keras.layers.Bidirectional)
+        ]
+        stateful = [layer.name for layer in self.whole_sequence if layer.forward_layer.stateful]
+        if self.whole_sequence and (stateful or any(r.stateful for r in self.recurrent)):
+            raise ValueError(
+                "A model with Bidirectional layers cannot be stateful: their backward "
+                "direction reads each sequence from its end, so no state can be carried into "
+                f"the next batch. Received stateful layers: "
+                f"{stateful + [r.name for r in self.recurrent if r.stateful]}"
+            )
+        self.per_step = self.after[-1] if self.after else []
         self.sizes = [state_sizes(layer) for layer in self.recurrent]
         spec = model.inputs[0]
         # Token models take integer ids (batch, time); the others (batch, time, input_dim).
@@ -59,7 +72,7 @@ class Parts:
         self.vocab_size = int(self.pre[0].input_dim) if self.tokens else None
         self.input_dim = None if self.tokens else int(spec.shape[-1])
         self.output_dim = int(model.outputs[0].shape[-1])
-        self.dtype = self.recurrent[0].compute_dtype
+        self.dtype = (self.recurrent or self.whole_sequence)[0].compute_dtype
 
     def cast_input(self, x):
         """`x` in the dtype the first layer takes: int32 ids or the recurrent dtype."""

@@ -129,8 +129,21 @@ def check_run(model, x, y, loss, reduction, k1, k2, recompute, *, fast=False):
     loss = resolve_loss(model, loss)
     x, y = check_xy(parts, x, y, loss)
     k1, k2 = check_truncation(k1, k2, x.shape[1])
+    check_whole_sequence(parts, k1, k2, x.shape[1])
     recompute = check_recompute(recompute, k1, k2, x.shape[1], parts=parts, fast=fast)
     return parts, loss, x, y, k1, k2, recompute
+
+
+def check_whole_sequence(parts: Parts, k1: int, k2: int, steps: int) -> None:
+    """Refuses truncation over Bidirectional layers, which only full BPTT defines."""
+    if parts.whole_sequence and (k1, k2) != (steps, steps):
+        raise ValueError(
+            "Truncated BPTT over a Bidirectional layer is ill-defined: its backward direction "
+            "reads the whole sequence from the end, so a block of k1 steps has no state to "
+            "start from or carry forward. Use full BPTT (k1=None) for "
+            f"{[layer.name for layer in parts.whole_sequence]}. Received: k1={k1}, k2={k2}, "
+            f"T={steps}"
+        )
 
 
 AUTO_RECOMPUTE_FROM = 1000
