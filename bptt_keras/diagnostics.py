@@ -81,7 +81,7 @@ def gradient_norms_through_time(
     x, y = check_xy(parts, x, y, loss)
     index = _layer_index(parts, layer)
     batch, steps = x.shape[:2]
-    w = check_weights(sample_weight, (batch, steps))
+    w = parts.mask_weights(x, check_weights(sample_weight, (batch, steps)))
     denominator = Normaliser(loss, reduction, parts.output_dim, steps).of_weights(w)
     units = parts.recurrent[index].cell.units
 

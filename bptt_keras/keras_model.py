@@ -216,6 +216,9 @@ class BPTTModel(keras.Model):
             w = tf.cast(sample_weight, parts.dtype)
             if w.shape.rank == 1:  # one weight per sequence
                 w = tf.broadcast_to(w[:, None], (batch, steps))
+        mask = parts.step_mask(x)
+        if mask is not None:  # padded steps are not scored, as Keras' losses skip them
+            w = w * tf.cast(mask, w.dtype)
         per_step = Normaliser(engine.loss, "mean", parts.output_dim, steps).per_step
         y = tf.cast(y, tf.int32 if engine.loss.sparse else parts.dtype)
         if engine.loss.sparse and y.shape.rank == 3:
@@ -250,4 +253,10 @@ class BPTTModel(keras.Model):
         # per batch, as in its own `train_step` (`metrics` unweighted, `weighted_metrics`
         # with the sample weights).
         y_pred = outputs[0] if len(outputs) == 1 else tf.concat(outputs, axis=1)
+        if mask is not None:
+            # Keras' metrics skip the steps of the mask their predictions carry, as after
+            # its own forward pass (no public setter: Keras' own helper).
+            from keras.src.backend.common.masking import set_keras_mask
+
+            set_keras_mask(y_pred, mask)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)

@@ -459,8 +459,8 @@ def layer_chain(model: keras.Model) -> list[keras.layers.Layer]:
 
     Raises:
         TypeError: `model` is not a keras.Model.
-        ValueError: no recurrent layer, a recurrent layer without `return_sequences=True`,
-            or a layer that produces a mask (masking is not implemented by the engine).
+        ValueError: no recurrent layer, or a recurrent layer without
+            `return_sequences=True`.
     """
     recurrent = recurrent_layers(model)
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
@@ -477,13 +477,6 @@ def layer_chain(model: keras.Model) -> list[keras.layers.Layer]:
             "`model`'s recurrent layers must all have `return_sequences=True` (one output per "
             "time step), as `build_model` builds them."
         )
-    for layer in layers:
-        if isinstance(layer, keras.layers.Masking) or getattr(layer, "mask_zero", False):
-            raise ValueError(
-                f"Layer {layer.name!r} produces a mask, which the BPTT engine does not apply: "
-                "it would score and carry state through padded steps. Build it without "
-                "masking (e.g. `Embedding(mask_zero=False)`)."
-            )
     tied = _tied_head(model, layers)
     return [*layers, tied] if tied is not None else layers
 

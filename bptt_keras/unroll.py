@@ -8,6 +8,7 @@ state at any step, and (for diagnostics) watch the state of every step on the ta
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from bptt_keras import fast as fast_path
@@ -65,6 +66,7 @@ class Parts:
                 f"{stateful + [r.name for r in self.recurrent if r.stateful]}"
             )
         self.per_step = self.after[-1] if self.after else []
+        self.mask_layer = _mask_layer(chain, model)
         self.sizes = [state_sizes(layer) for layer in self.recurrent]
         spec = model.inputs[0]
         # Token models take integer ids (batch, time); the others (batch, time, input_dim).
@@ -73,6 +75,32 @@ class Parts:
         self.input_dim = None if self.tokens else int(spec.shape[-1])
         self.output_dim = int(model.outputs[0].shape[-1])
         self.dtype = (self.recurrent or self.whole_sequence)[0].compute_dtype
+
+    def step_mask(self, x):
+        """`(batch, time)` bool: the steps the model's mask keeps (Keras' `Masking`:
+        some feature differs from `mask_value`; `Embedding(mask_zero=True)`: id not 0),
+        computed from the raw inputs; None without a masking layer."""
+        layer = self.mask_layer
+        if layer is None:
+            return None
+        if isinstance(layer, keras.layers.Masking):
+            return tf.reduce_any(tf.not_equal(x, tf.cast(layer.mask_value, x.dtype)), axis=-1)
+        return tf.not_equal(x, tf.cast(0, x.dtype))
+
+    def host_mask(self, x) -> np.ndarray | None:
+        """`step_mask` on the host, for NumPy inputs (the loss weights' share of it)."""
+        layer = self.mask_layer
+        if layer is None:
+            return None
+        if isinstance(layer, keras.layers.Masking):
+            return np.any(x != np.asarray(layer.mask_value, x.dtype), axis=-1)
+        return x != 0
+
+    def mask_weights(self, x, w: np.ndarray) -> np.ndarray:
+        """Per-step loss weights `w (batch, time)` times the model's mask: padded steps
+        are not scored, as Keras' losses skip masked steps. Unchanged without a mask."""
+        mask = self.host_mask(x)
+        return w if mask is None else w * mask.astype(w.dtype)
 
     def cast_input(self, x):
         """`x` in the dtype the first layer takes: int32 ids or the recurrent dtype."""
@@ -83,7 +111,30 @@ class Parts:
         return [[tf.zeros((batch, size), self.dtype) for size in sizes] for sizes in self.sizes]
 
 
-def run_layer(layer, x, states, *, capture_at=None, probe=None, training=False):
+def _mask_layer(chain, model):
+    """The layer whose mask the model applies (`Masking`, or an `Embedding` with
+    `mask_zero=True`), which must be the model's first layer, so that the mask is a function
+    of the raw inputs, on the host and in the graph alike; None if there is none."""
+    masking = [
+        layer
+        for layer in chain
+        if isinstance(layer, keras.layers.Masking) or getattr(layer, "mask_zero", False)
+    ]
+    if not masking:
+        return None
+    if len(masking) > 1 or masking[0] is not chain[0]:
+        raise ValueError(
+            "The BPTT engine applies a mask made from the model's inputs: a `Masking` layer "
+            "or an `Embedding(mask_zero=True)` must be the model's first layer (and the only "
+            f"masking layer). Received masking layers {[layer.name for layer in masking]} in "
+            f"the chain {[layer.name for layer in chain]}"
+        )
+    return masking[0]
+
+
+def run_layer(
+    layer, x, states, *, capture_at=None, probe=None, training=False, mask=None
+):  # fmt: skip
     """Runs one recurrent layer over a chunk, step by step, from the given state.
 
     Args:
@@ -96,6 +147,9 @@ def run_layer(layer, x, states, *, capture_at=None, probe=None, training=False):
             It is zero in value; the gradient with respect to it is the total derivative
             dL/dh_t through all later steps, which the layer's outputs alone do not give.
         training: passed to the cell.
+        mask: optional `(batch, time)` bool, Keras' semantics: at a masked step the state
+            is carried unchanged and the output repeats the previous step's (zeros with
+            the layer's `zero_output_for_mask`).
 
     Returns:
         `(outputs, final_states, captured_states)`: outputs `(batch, time, units)`.
@@ -106,22 +160,28 @@ def run_layer(layer, x, states, *, capture_at=None, probe=None, training=False):
     outputs = tf.TensorArray(
         x.dtype, size=steps, element_shape=tf.TensorShape([None, layer.cell.units])
     )
+    keep = None if mask is None else tf.transpose(mask)[..., None]  # (time, batch, 1)
+    zero_output = getattr(layer, "zero_output_for_mask", False)
 
-    def body(t, states, captured, outputs):
+    def body(t, states, captured, outputs, previous):
         out, new = layer.cell(xs[t], states, training=training)
         new = list(new) if isinstance(new, (list, tuple)) else [new]
+        if keep is not None:
+            new = [tf.where(keep[t], n, s) for n, s in zip(new, states, strict=True)]
+            out = tf.where(keep[t], out, tf.zeros_like(out) if zero_output else previous)
         if probe is not None:
             out = new[0] + probe[t]  # h_t is both the output and the first state
             new = [out, *new[1:]]
         captured = [tf.where(t + 1 == capture_at, n, c) for n, c in zip(new, captured, strict=True)]
-        return t + 1, new, captured, outputs.write(t, out)
+        return t + 1, new, captured, outputs.write(t, out), out
 
     states = list(states)
+    previous = tf.zeros_like(states[0][:, : layer.cell.units])
     # maximum_iterations bounds the loop's gradient accumulators, which XLA requires.
-    _, final, captured, outputs = tf.while_loop(
+    _, final, captured, outputs, _ = tf.while_loop(
         lambda t, *_: t < steps,
         body,
-        (tf.constant(0), states, states, outputs),
+        (tf.constant(0), states, states, outputs, previous),
         maximum_iterations=steps,
     )
     return tf.transpose(outputs.stack(), [1, 0, 2]), final, captured
@@ -168,8 +228,9 @@ def forward(
     Returns:
         `(y, final_states, captured_states)`, `y` of shape `(batch, time, output_dim)`.
     """
+    mask = parts.step_mask(x)
     for layer in parts.pre:
-        x = layer(x, training=training)
+        x = _call(layer, x, training, mask)
     if recompute:
         y, finals = _recomputed_forward(parts, x, states, recompute, fast, training)
         return y, finals, finals
@@ -183,22 +244,33 @@ def forward(
             probe=probe if i == probe_layer else None,
             fast=fast,
             training=training,
+            mask=mask,
         )
         finals.append(final)
         captured.append(capt)
         for per_step in parts.after[i]:
-            h = per_step(h, training=training)
+            h = _call(per_step, h, training, mask)
     return h, finals, captured
 
 
-def _one_layer(layer, x, states, *, capture_at=None, probe=None, fast=False, training=False):
+def _call(layer, x, training, mask):
+    """A per-step or whole-sequence layer; a Bidirectional one gets the model's mask."""
+    if mask is not None and isinstance(layer, keras.layers.Bidirectional):
+        return layer(x, training=training, mask=mask)
+    return layer(x, training=training)
+
+
+def _one_layer(
+    layer, x, states, *, capture_at=None, probe=None, fast=False, training=False, mask=None
+):  # fmt: skip
     """One recurrent layer over a chunk: the fast path where it applies (never for a probed
-    layer, whose states must stay on the tape), else the plain loop.
+    layer, whose states must stay on the tape, nor under a mask, which the hand-derived
+    backward pass does not implement), else the plain loop.
 
     Returns:
         `(outputs, final states, captured states)`, as `run_layer`.
     """
-    if fast and probe is None and fast_path.supports(layer):
+    if fast and probe is None and mask is None and fast_path.supports(layer):
         at = tf.shape(x)[1] if capture_at is None else capture_at
         if isinstance(layer, keras.layers.LSTM):
             return fast_path.lstm_layer(layer, x, *states, at)
@@ -206,7 +278,9 @@ def _one_layer(layer, x, states, *, capture_at=None, probe=None, fast=False, tra
         run = run or fast_path.simple_rnn_layer
         out, final, captured = run(layer, x, states[0], at)
         return out, [final], [captured]
-    return run_layer(layer, x, states, capture_at=capture_at, probe=probe, training=training)
+    return run_layer(
+        layer, x, states, capture_at=capture_at, probe=probe, training=training, mask=mask
+    )
 
 
 # Per-step layers that act on the last axis (or each element) alone, so that they may run on

@@ -84,6 +84,20 @@ def mirrored():
             zip(one_step(None, k1, k2), one_step(strategy, k1, k2), strict=True)
         ):
             out[f"{tag}_weights_single_{i}"], out[f"{tag}_weights_mirrored_{i}"] = a, b
+    # A tf.data.Dataset under the strategy: batches of 6 rows, the last one of 2 padded with
+    # rows of weight 0 so that it splits over the replicas; equals arrays on one device.
+    single = model()
+    bk.fit(
+        single, x, y, batch_size=6, k1=4, k2=7, optimizer=keras.optimizers.SGD(0.1),
+        shuffle=False, verbose=0,
+    )  # fmt: skip
+    with strategy.scope():
+        streamed = model()
+        optimizer = keras.optimizers.SGD(0.1)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(6)
+    bk.fit(streamed, dataset, k1=4, k2=7, optimizer=optimizer, verbose=0, strategy=strategy)
+    for i, (a, b) in enumerate(zip(single.get_weights(), streamed.get_weights(), strict=True)):
+        out[f"dataset_weights_single_{i}"], out[f"dataset_weights_mirrored_{i}"] = a, b
     try:  # a global batch that cannot be split over 2 replicas is refused up front
         bk.fit(mirrored_model, x[:6], y[:6], batch_size=3, strategy=strategy, verbose=0)
     except ValueError as err:

@@ -36,14 +36,15 @@ def test_mirrored_strategy_on_two_cpu_devices_matches_single_device(tmp_path):
     assert "batch_size=3" in str(data["bad_batch_error"]) and "2 replicas" in str(
         data["bad_batch_error"]
     )
-    for tag in ("full", "tbptt"):
-        for kind in ("grad", "weights"):
-            keys = sorted(k for k in data.files if k.startswith(f"{tag}_{kind}_single_"))
-            assert len(keys) == 8  # 2 LSTM layers x (kernel, recurrent, bias) + dense (w, b)
-            for key in keys:
-                np.testing.assert_allclose(
-                    data[key.replace("_single_", "_mirrored_")], data[key], rtol=1e-5, atol=1e-7
-                )
+    compared = [(t, k) for t in ("full", "tbptt") for k in ("grad", "weights")]
+    compared.append(("dataset", "weights"))  # a tf.data.Dataset under the strategy vs arrays
+    for tag, kind in compared:
+        keys = sorted(k for k in data.files if k.startswith(f"{tag}_{kind}_single_"))
+        assert len(keys) == 8  # 2 LSTM layers x (kernel, recurrent, bias) + dense (w, b)
+        for key in keys:
+            np.testing.assert_allclose(
+                data[key.replace("_single_", "_mirrored_")], data[key], rtol=1e-5, atol=1e-7
+            )
 
 
 @pytest.mark.slow

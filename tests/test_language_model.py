@@ -149,14 +149,9 @@ def test_dropout_is_active_in_training_only_and_seeded():
 
 
 @pytest.mark.slow  # training runs / many traces: the slow group, run by .ci/run
-def test_engine_refuses_cell_dropout_and_masks():
-    model = keras.Sequential(
-        [keras.Input((None,), dtype="int32"), keras.layers.Embedding(5, 3, mask_zero=True),
-         keras.layers.LSTM(4, return_sequences=True), keras.layers.Dense(5)]
-    )  # fmt: skip
+def test_engine_refuses_cell_dropout():
+    # (Masks are applied, not refused: tests/test_masking.py.)
     x, y = _ids(vocab=5)
-    with pytest.raises(ValueError, match="mask"):
-        bk.bptt_gradients(model, x, y, loss=LOSS)
     cell_dropout = keras.Sequential(
         [keras.Input((None,), dtype="int32"), keras.layers.Embedding(5, 3),
          keras.layers.LSTM(4, return_sequences=True, dropout=0.2), keras.layers.Dense(5)]

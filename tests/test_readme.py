@@ -109,3 +109,15 @@ def test_keras_own_fit_example_runs(tmp_path, monkeypatch):
     assert {"loss", "mae", "val_loss", "val_mae"} <= set(history)
     assert (tmp_path / "model.keras").stat().st_size > 1000
     assert list((tmp_path / "logs" / "gradients").glob("events.out.tfevents.*"))
+
+
+def test_streaming_example_runs():
+    code = _block_after("### Streaming a tf.data pipeline")
+    assert "steps_per_epoch=50" in code and "while True" in code
+    small = code.replace("steps_per_epoch=50", "steps_per_epoch=2").replace("epochs=3", "epochs=2")
+    small = small.replace("(32, 100, 1)", "(4, 30, 1)").replace("k1=20, k2=40", "k1=10, k2=20")
+    namespace: dict = {}
+    exec(compile(small, "README streaming", "exec"), namespace)
+    history = namespace["history"]
+    assert len(history.history["loss"]) == 2 and len(history.update_grad_norms) == 2 * 2 * 3
+    assert all(math.isfinite(v) for v in history.history["loss"])

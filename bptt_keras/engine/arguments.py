@@ -9,6 +9,7 @@ raised before any TensorFlow tracing and before any weight changes.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import tensorflow as tf
 from bptt_keras._validation import as_float_array, check_choice, check_int, describe
 from bptt_keras.engine import keras_options as options
 from bptt_keras.engine.keras_options import resolve_loss
+from bptt_keras.engine.streaming import DatasetInput, check_dataset, is_dataset
 from bptt_keras.losses import REDUCTIONS, Normaliser, StepLoss, get_loss
 from bptt_keras.metrics import StepMetric, get_metrics
 from bptt_keras.truncation import Block, check_truncation, plan_blocks
@@ -131,7 +133,25 @@ def check_run(model, x, y, loss, reduction, k1, k2, recompute, *, fast=False):
     k1, k2 = check_truncation(k1, k2, x.shape[1])
     check_whole_sequence(parts, k1, k2, x.shape[1])
     recompute = check_recompute(recompute, k1, k2, x.shape[1], parts=parts, fast=fast)
+    check_masking(parts, fast)
     return parts, loss, x, y, k1, k2, recompute
+
+
+def check_masking(parts: Parts, fast: bool) -> None:
+    """Says (a `UserWarning`) when a mask makes the engine decline its fast path."""
+    from bptt_keras import fast as fast_path
+
+    declined = [layer.name for layer in parts.recurrent if fast_path.supports(layer)]
+    if parts.mask_layer is not None and fast and declined:
+        warnings.warn(
+            f"The model masks its inputs ({parts.mask_layer.name!r}): the hand-derived "
+            "backward pass (fast=True) does not implement masks, so the recurrent layers "
+            f"{declined} run the plain autodiff loop, which carries the state through "
+            "masked steps as Keras does (same gradients as Keras' masked layers; slower). "
+            "Pass fast=False to silence this.",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def check_whole_sequence(parts: Parts, k1: int, k2: int, steps: int) -> None:
@@ -165,7 +185,7 @@ def auto_recompute(parts: Parts, steps: int, k1: int, k2: int, fast: bool) -> in
     from bptt_keras import fast as fast_path
 
     full = k1 == steps and k2 == steps
-    if not (fast and full and steps >= AUTO_RECOMPUTE_FROM):
+    if not (fast and full and steps >= AUTO_RECOMPUTE_FROM) or parts.mask_layer is not None:
         return None
     if not all(fast_path.supports_recompute(layer) for layer in parts.recurrent):
         return None
@@ -185,6 +205,12 @@ def check_recompute(
             )
         return auto_recompute(parts, steps, k1, k2, fast)
     recompute = check_int(recompute, name="recompute")
+    if parts.mask_layer is not None:
+        raise ValueError(
+            "`recompute` is not implemented for masked models (the recomputing backward "
+            f"pass does not carry state through masked steps; mask layer "
+            f"{parts.mask_layer.name!r}). Pass recompute=None. Received: recompute={recompute}"
+        )
     if k1 != steps or k2 != steps:
         raise ValueError(
             "`recompute` applies to full BPTT (k1=k2=None); truncated BPTT already bounds "
@@ -297,10 +323,11 @@ class FitArgs:
 
     model: keras.Model
     parts: Parts
-    x: np.ndarray
-    y: np.ndarray
-    w: np.ndarray
+    x: np.ndarray | None
+    y: np.ndarray | None
+    w: np.ndarray | None
     weighted: bool
+    dataset: DatasetInput | None
     k1: int
     k2: int
     blocks: list[Block]
@@ -314,7 +341,7 @@ class FitArgs:
     loss: StepLoss
     metrics: tuple[StepMetric, ...]
     reduction: str
-    validation: Validation | None
+    validation: Validation | DatasetInput | None
     validation_freq: int
     callbacks: list[keras.callbacks.Callback]
     shuffle: bool
@@ -331,17 +358,20 @@ class FitArgs:
     verbose: Any
 
     @property
-    def rows(self) -> int:
-        """The number of sequences."""
-        return int(self.x.shape[0])
+    def rows(self) -> int | None:
+        """The number of sequences (None for a dataset)."""
+        return None if self.x is None else int(self.x.shape[0])
 
     @property
     def time(self) -> int:
         """The sequence length `T`."""
-        return int(self.x.shape[1])
+        return self.dataset.time if self.dataset is not None else int(self.x.shape[1])
 
     @property
-    def batches_per_epoch(self) -> int:
+    def batches_per_epoch(self) -> int | None:
+        """Batches of an epoch (None: a dataset of unknown length, read to its end)."""
+        if self.dataset is not None:
+            return self.dataset.batches_per_epoch
         # Under a strategy a last partial batch could not be split evenly: it is dropped.
         if self.strategy is not None:
             return self.rows // self.batch_size
@@ -359,10 +389,33 @@ def check_fit(model, x, y, **kwargs) -> FitArgs:
     k = kwargs
     options.check_regularisers(model)
     optimizer = options.resolve_optimizer(model, k["optimizer"])
-    parts, loss, x, y, k1, k2, recompute = check_run(
-        model, x, y, k["loss"], k["reduction"], k["k1"], k["k2"], k["recompute"],
-        fast=bool(k["fast"]),
-    )  # fmt: skip
+    source = None
+    if is_dataset(x):
+        parts, loss, source, k1, k2, recompute = _check_streamed(model, x, y, k)
+        x = y = w = None
+        weighted, validation_data = source.weighted, k["validation_data"]
+        batch_size, time = source.batch_size, source.time
+    else:
+        if k.get("steps_per_epoch") is not None:
+            raise ValueError(
+                "`steps_per_epoch` applies to a tf.data.Dataset `x` (an epoch of arrays is "
+                f"one pass over their rows). Received steps_per_epoch={k['steps_per_epoch']}"
+            )
+        parts, loss, x, y, k1, k2, recompute = check_run(
+            model, x, y, k["loss"], k["reduction"], k["k1"], k["k2"], k["recompute"],
+            fast=bool(k["fast"]),
+        )  # fmt: skip
+        weighted = k["sample_weight"] is not None
+        w = check_weights(k["sample_weight"], x.shape[:2])
+        x, y, w, validation_data = options.split_validation(
+            x, y, w, k["validation_split"], k["validation_data"], weighted=weighted
+        )
+        # A model's mask (padded steps) weighs like a 0/1 sample weight in the loss.
+        w = parts.mask_weights(x, w)
+        weighted = weighted or parts.mask_layer is not None
+        rows, time = x.shape[:2]
+        batch_size = 32 if k["batch_size"] is None else k["batch_size"]
+        batch_size = check_int(batch_size, name="batch_size")
     metrics = get_metrics(options.resolve_metrics(model, k["metrics"]), loss)
     clipnorm, global_clipnorm = options.check_clipping(
         optimizer, k["clipnorm"], k["global_clipnorm"]
@@ -371,14 +424,7 @@ def check_fit(model, x, y, **kwargs) -> FitArgs:
     epochs, initial_epoch, validation_freq = options.check_epoch_options(
         k["epochs"], k["initial_epoch"], k["validation_freq"]
     )
-    weighted = k["sample_weight"] is not None
-    w = check_weights(k["sample_weight"], x.shape[:2])
-    x, y, w, validation_data = options.split_validation(
-        x, y, w, k["validation_split"], k["validation_data"], weighted=weighted
-    )
-    rows, time = x.shape[:2]
     strategy = model_strategy(model, k["strategy"])
-    batch_size = check_int(k["batch_size"], name="batch_size")
     checkpoint_every, checkpoint_dir = k["checkpoint_every"], k["checkpoint_dir"]
     if checkpoint_every is not None:
         checkpoint_every = check_int(checkpoint_every, name="checkpoint_every")
@@ -394,10 +440,12 @@ def check_fit(model, x, y, **kwargs) -> FitArgs:
         parts=parts, batch=batch_size,
     )  # fmt: skip
     stateful = any(layer.stateful for layer in parts.recurrent)
-    if stateful:
+    if stateful and source is None:
         _check_stateful(model, rows, batch_size, k["shuffle"], strategy)
+    if stateful and strategy is not None:
+        raise ValueError("Stateful models are not supported with `strategy=` yet.")
     check_strategy(strategy, model, batch_size, name="batch_size")
-    if rows < batch_size and strategy is not None:
+    if source is None and rows < batch_size and strategy is not None:
         raise ValueError(
             f"x has {rows} sequences, fewer than one global batch of {batch_size}: under a "
             "strategy a partial batch cannot be split over replicas."
@@ -409,6 +457,7 @@ def check_fit(model, x, y, **kwargs) -> FitArgs:
         y=y,
         w=w,
         weighted=weighted,
+        dataset=source,
         k1=k1,
         k2=k2,
         blocks=blocks,
@@ -422,7 +471,7 @@ def check_fit(model, x, y, **kwargs) -> FitArgs:
         loss=loss,
         metrics=metrics,
         reduction=k["reduction"],
-        validation=_check_validation(validation_data, parts, loss),
+        validation=_check_validation(validation_data, parts, loss, stateful),
         validation_freq=validation_freq,
         callbacks=callbacks,
         shuffle=bool(k["shuffle"]),
@@ -438,6 +487,55 @@ def check_fit(model, x, y, **kwargs) -> FitArgs:
         stateful=stateful,
         verbose=verbose,
     )
+
+
+def _check_streamed(model, dataset, y, k: dict):
+    """`fit`'s checks for a tf.data.Dataset `x`: `(parts, loss, DatasetInput, k1, k2,
+    recompute)`. Arguments that only arrays take are refused, as Keras' `fit` refuses them."""
+    for argument, value, why in (
+        ("y", y, "the dataset's elements hold the targets"),
+        ("sample_weight", k["sample_weight"], "give weights as the elements' third tensor"),
+        ("batch_size", k["batch_size"], "the dataset's batches set it (`dataset.batch(n)`)"),
+    ):
+        if value is not None:
+            raise ValueError(
+                f"`{argument}` must be None when `x` is a tf.data.Dataset: {why}. "
+                f"Received: {argument}={describe(value)}"
+            )
+    if k["validation_split"]:
+        raise ValueError(
+            "`validation_split` needs arrays (it holds out their last rows); with a "
+            "tf.data.Dataset pass `validation_data` (arrays or a dataset). Received: "
+            f"validation_split={k['validation_split']}"
+        )
+    steps = k.get("steps_per_epoch")
+    if steps is not None:
+        steps = check_int(steps, name="steps_per_epoch")
+    check_choice(k["reduction"], name="reduction", choices=REDUCTIONS)
+    parts = Parts(model)
+    loss = get_loss(resolve_loss(model, k["loss"]), model)
+    stateful = any(layer.stateful for layer in parts.recurrent)
+    source = check_dataset(dataset, parts, loss, stateful=stateful, steps_per_epoch=steps)
+    k1, k2 = check_truncation(k["k1"], k["k2"], source.time)
+    check_whole_sequence(parts, k1, k2, source.time)
+    recompute = check_recompute(
+        k["recompute"], k1, k2, source.time, parts=parts, fast=bool(k["fast"])
+    )
+    check_masking(parts, bool(k["fast"]))
+    return parts, loss, source, k1, k2, recompute
+
+
+def batch_checker(parts: Parts, loss: StepLoss, name: str = "x"):
+    """`check(x, y, w, number) -> (x, y, w)`: the checks arrays get, for batch `number` of a
+    dataset (`streaming.numpy_batches`), naming the batch."""
+
+    def check(x, y, w, number: int):
+        where = f"{name}'s batch {number}"
+        x, y = check_xy(parts, x, y, loss, x_name=f"x of {where}", y_name=f"y of {where}")
+        w = check_weights(w, x.shape[:2], name=f"sample_weight of {where}")
+        return x, y, parts.mask_weights(x, w)
+
+    return check
 
 
 def _check_stateful(model, rows: int, batch_size: int, shuffle, strategy) -> None:
@@ -457,13 +555,18 @@ def _check_stateful(model, rows: int, batch_size: int, shuffle, strategy) -> Non
             "`shuffle=True` would break the row continuity a stateful model relies on; "
             "pass `shuffle=False`."
         )
-    if strategy is not None:
-        raise ValueError("Stateful models are not supported with `strategy=` yet.")
 
 
-def _check_validation(validation_data, parts: Parts, loss: StepLoss) -> Validation | None:
+def _check_validation(
+    validation_data, parts: Parts, loss: StepLoss, stateful: bool
+) -> Validation | DatasetInput | None:
     if validation_data is None:
         return None
+    if is_dataset(validation_data):
+        return check_dataset(
+            validation_data, parts, loss, stateful=stateful, steps_per_epoch=None,
+            name="validation_data",
+        )  # fmt: skip
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
         raise TypeError(
             "`validation_data` must be a pair (x_val, y_val) or a triple (x_val, y_val, "
@@ -477,4 +580,5 @@ def _check_validation(validation_data, parts: Parts, loss: StepLoss) -> Validati
         x_val.shape[:2],
         name="validation_data[2]",
     )
+    w_val = parts.mask_weights(x_val, w_val)
     return Validation(x_val, y_val, w_val)

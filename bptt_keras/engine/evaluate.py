@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import keras
 
-from bptt_keras._validation import check_int
-from bptt_keras.engine.arguments import Validation, check_run, check_weights
+from bptt_keras._validation import check_choice, check_int, describe
+from bptt_keras.engine.arguments import Validation, batch_checker, check_run, check_weights
 from bptt_keras.engine.gradients import engine_for
+from bptt_keras.engine.keras_options import resolve_loss
 from bptt_keras.engine.resume import metric_logs
-from bptt_keras.losses import Normaliser
+from bptt_keras.engine.streaming import check_dataset, is_dataset, numpy_batches, stack_group
+from bptt_keras.losses import REDUCTIONS, Normaliser, get_loss
 from bptt_keras.metrics import get_metrics
+from bptt_keras.unroll import Parts
 
 
 def evaluate(
     model: keras.Model,
     x,
-    y,
+    y=None,
     *,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     loss=None,
     metrics: list | None = None,
     reduction: str = "mean",
@@ -39,9 +42,11 @@ def evaluate(
 
     Args:
         model: a `build_model` model.
-        x: `(n, time, input_dim)` inputs.
-        y: targets aligned with `x` (see `bptt_gradients`).
-        batch_size: rows per forward pass (a stateful model's own batch size).
+        x: `(n, time, input_dim)` inputs, or a `tf.data.Dataset` of `(x, y)` or
+            `(x, y, sample_weight)` batches, read one batch at a time (see `fit`).
+        y: targets aligned with `x` (see `bptt_gradients`); None with a dataset.
+        batch_size: rows per forward pass (a stateful model's own batch size); default
+            32; None with a dataset, whose batches set it.
         loss: see `bptt_gradients`; default: the compiled loss, else "mse".
         metrics: as in `fit` (needs `return_dict=True` to be seen).
         reduction: see `bptt_gradients`.
@@ -58,9 +63,15 @@ def evaluate(
     >>> evaluate(model, x_val, y_val, metrics=["mae"], return_dict=True)
     {'loss': 0.0123, 'mae': 0.0871}
     """
+    if is_dataset(x):
+        logs = _evaluate_dataset(
+            model, x, y, batch_size=batch_size, loss=loss, metrics=metrics,
+            reduction=reduction, sample_weight=sample_weight, fast=fast,
+        )  # fmt: skip
+        return logs if return_dict else logs["loss"]
     parts, loss, x, y, *_ = check_run(model, x, y, loss, reduction, None, None, None)
-    batch_size = check_int(batch_size, name="batch_size")
-    w = check_weights(sample_weight, x.shape[:2])
+    batch_size = check_int(32 if batch_size is None else batch_size, name="batch_size")
+    w = parts.mask_weights(x, check_weights(sample_weight, x.shape[:2]))
     found = get_metrics(metrics, loss)
     stateful = any(layer.stateful for layer in parts.recurrent)
     normaliser = Normaliser(loss, reduction, parts.output_dim, x.shape[1])
@@ -69,6 +80,56 @@ def evaluate(
     )
     logs = score(engine, Validation(x, y, w), batch_size, normaliser, stateful)
     return logs if return_dict else logs["loss"]
+
+
+def _evaluate_dataset(model, dataset, y, *, batch_size, loss, metrics, reduction, sample_weight,
+                      fast) -> dict:  # fmt: skip
+    """`evaluate` over a tf.data.Dataset, streamed."""
+    for argument, value in (("y", y), ("sample_weight", sample_weight), ("batch_size", batch_size)):
+        if value is not None:
+            raise ValueError(
+                f"`{argument}` must be None when `x` is a tf.data.Dataset (its elements hold "
+                f"targets and weights, its batches set the batch size). Received: "
+                f"{argument}={describe(value)}"
+            )
+    check_choice(reduction, name="reduction", choices=REDUCTIONS)
+    parts = Parts(model)
+    loss = get_loss(resolve_loss(model, loss), model)
+    stateful = any(layer.stateful for layer in parts.recurrent)
+    source = check_dataset(dataset, parts, loss, stateful=stateful, steps_per_epoch=None)
+    engine = engine_for(
+        model, loss=loss, strategy=None, fast=bool(fast), recompute=None,
+        metrics=get_metrics(metrics, loss),
+    )  # fmt: skip
+    normaliser = Normaliser(loss, reduction, parts.output_dim, source.time)
+    batches = numpy_batches(source, batch_checker(parts, loss))
+    return score_dataset(engine, batches, source.batch_size, normaliser, stateful)
+
+
+def score_dataset(
+    engine, batches, batch_size: int, normaliser: Normaliser, stateful: bool = False,
+    *, prefix: str = "",
+) -> dict:  # fmt: skip
+    """As `score`, over a dataset's checked batches `(x, y, w)` (`streaming.numpy_batches`),
+    read one at a time. Each batch is padded to `batch_size` rows of weight 0, so that the
+    forward pass has one shape (and splits evenly over replicas under a strategy); a
+    stateful model carries its state from batch to batch."""
+    totals, count = None, 0.0
+    states = engine.zero_states(batch_size)
+    for batch in batches:
+        x, y, w, _ = stack_group([batch], batch_size, 1)
+        scores, finals = engine.eval_fn(
+            *(engine.distribute(a) for a in (x, y, w)),
+            states if stateful else engine.zero_states(batch_size),
+        )
+        states = finals
+        scores = scores.numpy()
+        totals = scores if totals is None else totals + scores
+        count += normaliser.count(batch[2])
+    if totals is None:
+        totals = [0.0] * (1 + 2 * len(engine.metrics))
+    loss = normaliser.report(float(totals[0]), count) + float(engine.penalty())
+    return {prefix + "loss": loss} | metric_logs(engine.metrics, list(totals[1:]), prefix)
 
 
 def score(

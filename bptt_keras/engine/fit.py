@@ -17,6 +17,7 @@ restores the run. Separation of concerns:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import warnings
 import weakref
 from array import array
@@ -26,9 +27,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bptt_keras.engine.arguments import FitArgs, check_fit
-from bptt_keras.engine.epochs import EpochPlan, block_shape, next_call, plan_epoch
-from bptt_keras.engine.evaluate import score
+from bptt_keras.engine.arguments import FitArgs, Validation, batch_checker, check_fit
+from bptt_keras.engine.epochs import (
+    EpochPlan,
+    block_shape,
+    next_call,
+    pad_to_batches,
+    plan_epoch,
+)
+from bptt_keras.engine.evaluate import score, score_dataset
 from bptt_keras.engine.resume import (
     Checkpointer,
     Interrupt,
@@ -37,15 +44,16 @@ from bptt_keras.engine.resume import (
     fingerprint,
 )
 from bptt_keras.engine.step import Engine, block_spec
+from bptt_keras.engine.streaming import numpy_batches, stack_group
 
 
 def fit(
     model: keras.Model,
     x,
-    y,
+    y=None,
     *,
     epochs: int = 1,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     k1: int | None = None,
     k2: int | None = None,
     optimizer: keras.optimizers.Optimizer | None = None,
@@ -69,6 +77,7 @@ def fit(
     recompute: int | str | None = "auto",
     sample_weight=None,
     steps_per_execution: int | None = None,
+    steps_per_epoch: int | None = None,
     verbose: int | str = "auto",
 ) -> keras.callbacks.History:
     """Trains `model` with full or truncated BPTT in a custom `GradientTape` loop.
@@ -82,10 +91,13 @@ def fit(
 
     Args:
         model: a `build_model` model (built inside `strategy.scope()` if `strategy`).
-        x: `(n, time, input_dim)` inputs.
-        y: targets aligned with `x` (see `bptt_gradients`).
+        x: `(n, time, input_dim)` inputs (`(n, time)` token ids for an `Embedding` input),
+            or a `tf.data.Dataset` of batches `(x, y)` or `(x, y, sample_weight)`, read as
+            a stream (see "Datasets" below).
+        y: targets aligned with `x` (see `bptt_gradients`); None with a dataset.
         epochs: passes over the data.
-        batch_size: global batch size (split over replicas under a strategy).
+        batch_size: global batch size (split over replicas under a strategy); default 32.
+            None with a dataset, whose batches set it.
         k1, k2: truncation; None for full BPTT. `1 <= k1 <= k2 <= time`.
         epochs: train epochs `initial_epoch ... epochs - 1` (as Keras: the index of the
             last epoch plus one).
@@ -151,8 +163,32 @@ def fit(
             to float rounding for a last partial batch (padded in the graph with weight-0
             rows, so that every batch shares one compiled function). The data are held as
             one tensor for the run (a copy of `x`, `y`).
+        steps_per_epoch: with a dataset, the batches of one epoch: the run then reads one
+            pass of the dataset, epoch after epoch (as Keras), and an endless dataset
+            (`.repeat()`) needs it. None: an epoch is one pass over the dataset.
         verbose: 0 silent, 1 progress bar, 2 one line per epoch, "auto": 1 in a terminal or
             notebook, 2 when output goes to a file or pipe (a bar there is one endless line).
+
+    Datasets:
+        A `tf.data.Dataset` is read batch by batch, never held whole: each compiled call
+        fetches the few batches it trains (`bptt_keras.engine.streaming`), so a dataset
+        larger than memory, or endless, trains in the memory of a few batches. Every batch
+        must hold the same number of steps `T` (pad with `padded_batch` and fixed shapes)
+        and at most as many rows as the first one (`B`); a shorter batch is padded to `B`
+        rows of weight 0, so the update is that of its real rows. A dataset of `B`-row
+        batches trains exactly as the same rows given as arrays with `shuffle=False` and
+        `batch_size=B`. Arrays-only features: `shuffle` and `seed` (shuffle in the
+        pipeline), `validation_split`, `sample_weight` (give weights as the elements' third
+        tensor); `validation_data` may be arrays or a dataset. A stateful model needs
+        batches of exactly its batch size, known from the element spec
+        (`batch(B, drop_remainder=True)`). Resume: a checkpoint records the position
+        (epoch and batch); a resumed run skips the batches already trained
+        (`Dataset.skip`) and continues *exactly* when the dataset yields the same batches
+        in the same order each time it is iterated (a generator or pipeline with fixed
+        seeds, e.g. `shuffle(n, seed=s, reshuffle_each_iteration=False)`). A pipeline that
+        reshuffles differently per iteration resumes at the right position with the
+        weights, optimizer state and running sums of the interrupted run, but on the
+        batches the dataset yields then.
 
     Returns:
         A `keras.callbacks.History`: `history.history["loss"]`, `["grad_norm"]` (mean global
@@ -188,7 +224,8 @@ def fit(
         initial_epoch=initial_epoch, callbacks=callbacks, shuffle=shuffle, seed=seed,
         checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume,
         strategy=strategy, fast=fast, recompute=recompute, sample_weight=sample_weight,
-        steps_per_execution=steps_per_execution, verbose=verbose,
+        steps_per_execution=steps_per_execution, steps_per_epoch=steps_per_epoch,
+        verbose=verbose,
     )  # fmt: skip
     optimizer = _optimizer(args)
     # Callbacks (TensorBoard, ReduceLROnPlateau, ...) find the optimizer where Keras' own
@@ -230,16 +267,13 @@ def fit(
                 break  # a non-finite update: stopped with the last finite weights
             logs = state.progress.logs(args.normaliser, args.metrics)
             if args.validation is not None and (epoch + 1) % args.validation_freq == 0:
-                logs |= score(
-                    engine, args.validation, args.batch_size, args.normaliser, args.stateful,
-                    prefix="val_",
-                )  # fmt: skip
+                logs |= _validate(args, engine)
             callback_list.on_epoch_end(epoch, logs)
             loop.logs = logs
             state.epoch, state.step = epoch + 1, 0
             checkpointer.save(state, history.history)
             if loop.interrupt.requested:
-                loop.stop_interrupted(epoch, args.batches_per_epoch - 1)
+                loop.stop_interrupted(epoch, loop.last_step)
             if model.stop_training:
                 break
     history.trace_count = engine.trace_count() - traces_before
@@ -258,13 +292,23 @@ class _Loop:
         self.logs: dict = {}
         self.zeros = engine.zero_states(args.batch_size)
         self._batch = {}  # under a strategy: the current batch, split over the replicas
+        self._stream = None  # a dataset's batches, kept across epochs with steps_per_epoch
+        self.last_step = 0  # the epoch's last batch trained
         if args.strategy is None:
-            # The whole data as tensors, once per run: every call gathers its blocks'
-            # windows from them by index (`multi_step.train_updates`).
-            self.data = [tf.convert_to_tensor(a) for a in (args.x, args.y, args.w)]
             self.table = tf.constant(
                 [[b.start, b.loss_start, b.next_start - b.start] for b in args.blocks], tf.int32
             )
+        if args.dataset is None:
+            # The whole data as tensors, once per run: every call gathers its blocks'
+            # windows from them by index (`multi_step.train_updates`).
+            self._use_arrays(args.x, args.y, args.w, args.rows)
+
+    def _use_arrays(self, x, y, w, rows: int) -> None:
+        """The arrays the calls gather their batches from (`rows` of them are real)."""
+        self.arrays, self.rows = (x, y, w), rows
+        self._batch.clear()
+        if self.args.strategy is None:
+            self.data = [tf.convert_to_tensor(a) for a in self.arrays]
 
     def train_epoch(self, epoch: int) -> bool:
         """Trains the epoch's remaining batches; False after a non-finite update."""
@@ -276,30 +320,87 @@ class _Loop:
         # mid-epoch, where it continues from the checkpointed ones.
         if first_batch == 0 or state.states is None:
             state.states = self.zeros if args.stateful else None
+        states = state.states if args.stateful else self.zeros
+        if args.dataset is not None:
+            return self._train_streamed(epoch, first_batch, states)
         plan = plan_epoch(
             rows=args.rows, batches=args.batches_per_epoch, batch=args.batch_size,
             blocks=args.blocks, normaliser=args.normaliser,
             weights=args.w if args.weighted else None, seed=state.seed, epoch=epoch,
             shuffle=args.shuffle,
         )  # fmt: skip
+        self._use_plan(plan)
+        end = args.batches_per_epoch * per_batch
+        return self._train_span(epoch, plan, first_batch * per_batch, end, states, base=0)[0]
+
+    def _use_plan(self, plan: EpochPlan) -> None:
         self._batch.clear()
-        if args.strategy is None:  # the epoch's order and denominators, once per epoch
-            self.epoch_tensors = (
+        if self.args.strategy is None:  # the order and denominators, once per plan
+            self.plan_tensors = (
                 tf.constant(plan.padded, tf.int32),
                 tf.constant(plan.denominators, tf.float32),
             )
-        update, end = first_batch * per_batch, args.batches_per_epoch * per_batch
-        states = state.states if args.stateful else self.zeros
+
+    def _train_streamed(self, epoch: int, first_batch: int, states) -> bool:
+        """Trains an epoch of a dataset's batches, a group of them per plan (see
+        `bptt_keras.engine.streaming`)."""
+        args, source = self.args, self.args.dataset
+        per_batch, size = len(args.blocks), args.batch_size
+        group = 1 if args.strategy is not None else max(1, args.limit // per_batch)
+        steps = source.steps_per_epoch
+        if steps is None:  # one pass per epoch, from a resumed run's batch on
+            stream = self._batches(first_batch)
+        else:  # one pass for the run, as Keras: epochs are its consecutive stretches
+            if self._stream is None:
+                self._stream = self._batches(self.state.batches_done)
+            stream = self._stream
+        number = first_batch
+        while steps is None or number < steps:
+            take = group if steps is None else min(group, steps - number)
+            batches = list(itertools.islice(stream, take))
+            if not batches:
+                if steps is not None:
+                    warnings.warn(
+                        f"`x` ran out of data at epoch {epoch + 1}, batch {number + 1}, before "
+                        f"steps_per_epoch={steps}: training stops (use `dataset.repeat()`).",
+                        RuntimeWarning,
+                        stacklevel=4,
+                    )
+                    args.model.stop_training = True
+                break
+            x, y, w, real = stack_group(batches, size, group)
+            plan = _group_plan(args, [b[2] for b in batches], real, group)
+            self._use_arrays(x, y, w, group * size)
+            self._use_plan(plan)
+            finite, states = self._train_span(
+                epoch, plan, 0, len(batches) * per_batch, states, base=number
+            )
+            if not finite:
+                return False
+            number += len(batches)
+            if args.model.stop_training:
+                break
+        return True
+
+    def _batches(self, skip: int):
+        checks = batch_checker(self.args.parts, self.args.loss)
+        return numpy_batches(self.args.dataset, checks, skip=skip)
+
+    def _train_span(self, epoch: int, plan: EpochPlan, update: int, end: int, states, base: int):
+        """Trains updates `update ... end - 1` of `plan`, whose batch 0 is the epoch's batch
+        `base`; returns `(finite, states the next batch starts from)`."""
+        args, state = self.args, self.state
+        per_batch = len(args.blocks)
         while update < end:
             if update % per_batch == 0:
-                self.callbacks.on_train_batch_begin(update // per_batch)
+                self.callbacks.on_train_batch_begin(base + update // per_batch)
             count = next_call(
                 update, blocks=args.blocks, end=end, limit=args.limit,
                 cut_before=self._cut_before(update // per_batch),
             )  # fmt: skip
             stats, captured, finals = self._call(update, count, states, plan)
-            if not self._report(epoch, update, stats, plan):
-                return False
+            if not self._report(epoch, update, stats, plan, base):
+                return False, states
             update += len(stats)
             if update % per_batch:
                 states = captured  # mid-batch: the next call continues this batch
@@ -308,8 +409,11 @@ class _Loop:
             # model's final ones; checkpoints, Ctrl-C and stop requests act here.
             state.states = finals if args.stateful else None
             states = finals if args.stateful else self.zeros
-            state.epoch, state.step = epoch, update // per_batch
-            if state.step < args.batches_per_epoch:  # the epoch's end checkpoints itself
+            state.epoch, state.step = epoch, base + update // per_batch
+            self.last_step = state.step - 1
+            # The epoch's end checkpoints itself (a dataset's end is known only after it).
+            known = args.batches_per_epoch
+            if known is None or state.step < known:
                 due = args.checkpoint_every and state.batches_done % args.checkpoint_every == 0
                 if self.interrupt.requested or due:
                     self.checkpointer.save(state, self.history.history)
@@ -317,7 +421,7 @@ class _Loop:
                     self.stop_interrupted(epoch, state.step - 1)
             if args.model.stop_training:
                 break
-        return True
+        return True, states
 
     def _cut_before(self, current: int):
         """Batch boundaries where the host must act: after every batch for batch hooks or
@@ -339,11 +443,11 @@ class _Loop:
         args, engine = self.args, self.engine
         self.history.compiled_calls += 1
         if args.strategy is None:
-            order, denominators = self.epoch_tensors
+            order, denominators = self.plan_tensors
             stats, done, captured, finals = engine.train_updates_fn(
                 *self.data, order, self.table, denominators, states,
                 tf.constant(first, tf.int32), tf.constant(count, tf.int32),
-                batch=args.batch_size, limit=args.limit, rows=args.rows,
+                batch=args.batch_size, limit=args.limit, rows=self.rows,
                 shape=block_shape(args.blocks[first % len(args.blocks)]),
             )  # fmt: skip
             return stats.numpy()[: int(done)], captured, finals  # the one host sync
@@ -351,18 +455,20 @@ class _Loop:
         number, index = divmod(first, len(args.blocks))
         if self._batch.get("number") != number:
             rows = plan.padded[number * args.batch_size : (number + 1) * args.batch_size]
-            tensors = [engine.distribute(a[rows]) for a in (args.x, args.y, args.w)]
+            tensors = [engine.distribute(a[rows]) for a in self.arrays]
             self._batch.update(number=number, tensors=tensors)
         spec = block_spec(args.blocks[index], float(plan.denominators[first]))
         stats, finals, captured = engine.train_fn(*self._batch["tensors"], states, spec)
         return stats.numpy()[None], captured, finals
 
-    def _report(self, epoch: int, first: int, stats, plan: EpochPlan) -> bool:
-        """Adds a call's updates to the running sums, in order, and runs the batch hooks;
-        False (with a warning) at a non-finite update."""
+    def _report(self, epoch: int, first: int, stats, plan: EpochPlan, base: int) -> bool:
+        """Adds a call's updates to the running sums, in order, and runs the batch hooks
+        (the plan's batch 0 is the epoch's batch `base`); False (with a warning) at a
+        non-finite update."""
         per_batch, state = len(self.args.blocks), self.state
         for offset, (total, grad_norm, finite, penalty, *sums) in enumerate(stats.tolist()):
             number, index = divmod(first + offset, per_batch)
+            number += base
             if index == 0 and offset:
                 self.callbacks.on_train_batch_begin(number)
             if not finite:
@@ -391,6 +497,38 @@ class _Loop:
         directory = self.args.checkpoint_dir
         where = f" Checkpoint written to {str(directory)!r}." if directory else ""
         self.interrupt.stop(f"Training interrupted at epoch {epoch + 1}, step {step + 1}.{where}")
+
+
+def _validate(args: FitArgs, engine: Engine) -> dict:
+    """The `val_` logs: validation arrays or a validation dataset, full forward passes."""
+    if isinstance(args.validation, Validation):
+        return score(
+            engine, args.validation, args.batch_size, args.normaliser, args.stateful,
+            prefix="val_",
+        )  # fmt: skip
+    checks = batch_checker(args.parts, args.loss, name="validation_data")
+    batches = numpy_batches(args.validation, checks, name="validation_data")
+    return score_dataset(
+        engine, batches, args.validation.batch_size, args.normaliser, args.stateful,
+        prefix="val_",
+    )  # fmt: skip
+
+
+def _group_plan(args: FitArgs, weights: list, real: list[int], group: int) -> EpochPlan:
+    """The plan of a group of a dataset's batches, stacked by `stack_group`: rows in
+    order, each update's denominator and count from its own batch's real rows, as
+    `plan_epoch` computes them for arrays (missing batches: never trained)."""
+    per_batch, size = len(args.blocks), args.batch_size
+    denominators = np.ones(group * per_batch)
+    counts = np.zeros(group * per_batch)
+    for i, (w, rows) in enumerate(zip(weights, real, strict=True)):
+        order = pad_to_batches(np.arange(rows), 1, size)
+        part = slice(i * per_batch, (i + 1) * per_batch)
+        denominators[part], counts[part] = args.normaliser.per_update(
+            order, rows, w, args.blocks, size
+        )
+    order = np.arange(group * size)
+    return EpochPlan(order, order, denominators, counts)
 
 
 # ---- the optimizer and the compiled engine, reused across `fit` calls ----------------------

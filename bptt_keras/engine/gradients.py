@@ -103,7 +103,7 @@ def bptt_gradients(
         model, x, y, loss, reduction, k1, k2, recompute, fast=bool(fast)
     )
     batch, time = x.shape[:2]
-    w = check_weights(sample_weight, (batch, time))
+    w = parts.mask_weights(x, check_weights(sample_weight, (batch, time)))
     strategy = model_strategy(model, strategy)
     check_strategy(strategy, model, batch, name="x.shape[0]")
     engine = engine_for(model, loss=loss, strategy=strategy, fast=bool(fast), recompute=recompute)

@@ -95,8 +95,7 @@ class TrainingState:
 def fingerprint(args) -> dict:
     """What a checkpoint must agree with to be resumed: the data's shape, the batching, the
     truncation, the loss and the model's weight shapes."""
-    return {
-        "n": args.rows,
+    common = {
         "time": args.time,
         "batch_size": args.batch_size,
         "k1": args.k1,
@@ -104,8 +103,13 @@ def fingerprint(args) -> dict:
         "loss": args.loss.key,
         "reduction": args.reduction,
         "weights": [list(v.shape) for v in args.model.get_weights()],
-        "sample_weight_sum": float(args.w.sum()),
     }
+    if args.dataset is not None:  # its rows cannot be read without streaming them all
+        return {
+            "dataset": args.dataset.describe(),
+            "steps_per_epoch": args.dataset.steps_per_epoch,
+        } | common
+    return {"n": args.rows} | common | {"sample_weight_sum": float(args.w.sum())}
 
 
 def saved_variables(model) -> list:
