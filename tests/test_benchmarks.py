@@ -75,3 +75,15 @@ def test_sweep_quick_writes_its_table_and_plot(tmp_path):
     assert "| 10 | 4 | 128 |" in table and "| 20 | 4 | 128 |" in table
     assert "Keras fit" in table and "bptt_keras fit" in table and "instruction set" in table
     assert (tmp_path / "sweep.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_input_paths_benchmark_quick_runs_every_configuration():
+    script = BENCH.with_name("inputs.py")
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for config in ("arrays", "dataset", "generator", "masked", "plain", "bptt_model"):
+        assert f"| full | {config} |" in done.stdout and f"| k1=20 | {config} |" in done.stdout
+    assert "| full | keras_fit_masked |" in done.stdout and "instruction set: " in done.stdout

@@ -347,6 +347,8 @@ class _Loop:
         args, source = self.args, self.args.dataset
         per_batch, size = len(args.blocks), args.batch_size
         group = 1 if args.strategy is not None else max(1, args.limit // per_batch)
+        if source.batches_per_epoch:  # no group larger than an epoch: no padding to build
+            group = min(group, source.batches_per_epoch)
         steps = source.steps_per_epoch
         if steps is None:  # one pass per epoch, from a resumed run's batch on
             stream = self._batches(first_batch)
