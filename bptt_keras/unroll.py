@@ -129,6 +129,17 @@ def _mask_layer(chain, model):
             f"masking layer). Received masking layers {[layer.name for layer in masking]} in "
             f"the chain {[layer.name for layer in chain]}"
         )
+    # Keras drops the mask at a layer that does not support masking (later layers and the
+    # loss would see every step), while the engine applies it everywhere: refuse rather than
+    # train something other than Keras' model.
+    dropping = [layer.name for layer in chain[1:] if not getattr(layer, "supports_masking", True)]
+    if dropping:
+        raise ValueError(
+            f"The model masks its inputs ({masking[0].name!r}) but layers {dropping} do not "
+            "support masking (Keras would drop the mask there). Use layers that pass the "
+            "mask on (Dense, Dropout, Activation, SimpleRNN/LSTM/GRU, Bidirectional) or "
+            "remove the mask."
+        )
     return masking[0]
 
 

@@ -196,5 +196,15 @@ def test_masking_misuse_is_refused_with_the_reason():
     x, y = padded("masking")
     with pytest.raises(ValueError, match="must be the model's first layer"):
         bk.fit(late, x, y, verbose=0)
+
+    class Doubling(keras.layers.Layer):  # per step, but without mask support
+        def call(self, x):
+            return 2.0 * x
+
+    inputs = keras.Input((None, 2))
+    h = keras.layers.LSTM(3, return_sequences=True)(keras.layers.Masking(0.0)(inputs))
+    dropping = keras.Model(inputs, keras.layers.Dense(1)(Doubling(name="doubling")(h)))
+    with pytest.raises(ValueError, match=r"\['doubling'\] do not\s+support masking"):
+        bk.fit(dropping, x, y, verbose=0)
     with pytest.raises(ValueError, match="`recompute` is not implemented for masked models"):
         bk.fit(masked_model("masking", "lstm"), x, y, recompute=3, verbose=0)
