@@ -63,13 +63,18 @@ def check_adding(run_dir: Path) -> None:
     _common(run_dir, "adding", ["results"], ["learning_curves"])
     rows = read_table(run_dir)
     assert {r["model"] for r in rows} == {"tanh RNN", "IRNN", "LSTM", "GRU"}
-    for r in rows:
-        assert math.isclose(float(r["baseline MSE"]), 1 / 6)
-        assert float(r["best MSE"]) <= float(r["initial MSE"])
     config = json.loads((run_dir / "config.json").read_text())
     _curves(run_dir, config["epochs"] + 1, len(rows))
+    for r in rows:
+        # The data: predicting 1 on the 256 validation sequences scores 1/6 within sampling
+        # error (the standard error of a mean of 256 squared deviations is about 0.012).
+        assert abs(float(r["baseline on the validation set"]) - 1 / 6) < 0.05
+    measured = float(rows[0]["baseline on the validation set"])
     gated = [float(r["final MSE"]) for r in rows if r["model"] in ("LSTM", "GRU")]
-    assert min(gated) < 0.5 / 6  # at T = 10 a gated cell clearly uses the markers
+    assert min(gated) < 0.5 * measured  # at T = 10 a gated cell clearly uses the markers
+    for r in rows:  # the verdict column follows the stated criterion
+        beats = float(r["final MSE"]) < 0.9 * measured
+        assert r["beats the baseline (< 0.9x)"] == str(beats)
 
 
 def check_copy(run_dir: Path) -> None:
@@ -78,10 +83,15 @@ def check_copy(run_dir: Path) -> None:
     config = json.loads((run_dir / "config.json").read_text())
     _curves(run_dir, config["epochs"] + 1, len(rows))
     for r in rows:
-        baseline = float(r["baseline 10 log(8)/(T+20)"])
-        assert math.isclose(baseline, 10 * math.log(8) / (int(r["T"]) + 20))
+        baseline = float(r["baseline on the validation set"])
         assert float(r["initial loss"]) > 2 * baseline  # untrained: about log(9) per step
-        assert float(r["final loss"]) < 1.2 * baseline  # learned at least the blanks
+        accuracy = float(r["recall accuracy"])
+        if float(r["final loss"]) < 0.9 * baseline:  # below the line: symbols are recalled
+            assert accuracy > 1 / 8 + 0.1, r
+    # At delay 5 at least one model gets below the memoryless line, recalling above chance.
+    best = min(rows, key=lambda r: float(r["final loss"]))
+    assert float(best["final loss"]) < 0.9 * float(best["baseline on the validation set"])
+    assert float(best["recall accuracy"]) > 1 / 8 + 0.1
 
 
 def check_truncation(run_dir: Path) -> None:
@@ -89,7 +99,8 @@ def check_truncation(run_dir: Path) -> None:
     rows = {r["run"]: r for r in read_table(run_dir)}
     config = json.loads((run_dir / "config.json").read_text())
     _curves(run_dir, config["epochs"], len(rows))
-    forgets = float(rows["full"]["forgets (T - lag)/T"])
+    forgets = float(rows["full"]["forgets on the validation set"])
+    assert abs(forgets - float(rows["full"]["forgets (T - lag)/T"])) < 0.1  # the same level
     assert float(rows["full"]["share of steps whose window covers the lag"]) == 1.0
     assert float(rows["k = 2"]["share of steps whose window covers the lag"]) == 0.0
     assert float(rows["full"]["final val MSE"]) < 0.5 * forgets
@@ -122,7 +133,7 @@ def check_forecasting(run_dir: Path) -> None:
     by = {(r["series"], r["forecast"], r["model"].split("(")[0].strip()): r for r in rows}
     assert len(rows) == 12
     for r in rows:
-        assert math.isfinite(float(r["RMSE"])) and float(r["MAE"]) <= float(r["RMSE"]) + 1e-9
+        assert math.isfinite(float(r["RMSE"]))
     for series in ("sunspots", "co2"):  # least squares on the same windows beats persistence
         ar = float(by[(series, "one-step", "linear AR")]["RMSE"])
         assert ar < float(by[(series, "one-step", "persistence")]["RMSE"])

@@ -6,7 +6,7 @@
 | name | what it shows |
 |---|---|
 | `gradients` | vanishing/exploding gradient norms vs the recurrent scale; Pascanu et al.'s cliff |
-| `adding` | the adding problem (Hochreiter & Schmidhuber 1997) against its 1/6 baseline |
+| `adding` | the adding problem (U(0, 1) variant of Le et al. 2015) against its 1/6 baseline |
 | `copy` | the copy-memory task (Arjovsky et al. 2016) against 10 log(8)/(T+20) |
 | `truncation` | truncated BPTT window vs the dependency lag it can learn |
 | `memory` | peak memory and step time of full / truncated / recomputed BPTT as T grows |
@@ -51,7 +51,8 @@ EXPERIMENTS: dict[str, Experiment] = {
         ),
         Experiment(
             "adding",
-            "adding problem (Hochreiter & Schmidhuber 1997; Le et al. 2015) for tanh RNN, IRNN, "
+            "adding problem (the U(0, 1) variant of Le et al. 2015 and Arjovsky et al. 2016) for "
+            "tanh RNN, IRNN, "
             "LSTM, GRU against the constant baseline MSE 1/6",
             "adding",
         ),

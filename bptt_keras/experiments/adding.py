@@ -7,12 +7,22 @@ the sequence length; going below it means the gradient from the last step reache
 a marker as far as T/2 or more steps away. The loss is scored on the last step only
 (`sample_weight` = a mask), and the held-out MSE is recorded after every epoch.
 
-Published (qualitative, their training budgets are 10-100x ours): Le, Jaitly & Hinton 2015,
-Fig. 2 - IRNN and LSTM go far below the baseline for T = 150..400, the tanh RNN does not
-beat it from T = 150 on; Arjovsky, Shah & Bengio 2016, Fig. 2 - LSTM solves T = 100..750.
+This two-channel U(0, 1) variant and its 0.167 baseline are those of Le, Jaitly & Hinton
+2015 and Arjovsky, Shah & Bengio 2016; Hochreiter & Schmidhuber's (1997, Experiment 4)
+original adding task differs (values in [-1, 1], target 0.5 + (X1 + X2) / 4, success = an
+absolute error below 0.04).
+
+Published (qualitative): Arjovsky, Shah & Bengio 2016 (Fig. 2; LSTM and tanh RNN with 128
+units, RMSProp 1e-3, clipping at 1, batches of 20 or 50): the LSTM convincingly beats the
+baseline up to T = 400 and does well at T = 750 without its MSE getting close to 0; the tanh
+RNN and the IRNN did not beat the baseline at any T in their runs. They report Le et al.'s
+tanh RNN solving T = 150 and IRNN T = 300 after over a million iterations, more than 500
+times this experiment's default budget of 2,000 updates.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from bptt_keras.experiments._training import MODELS, compare_models, report_comparison
 from bptt_keras.tasks import ADDING_BASELINE_MSE, adding_problem
@@ -43,11 +53,22 @@ CONFIG = {
 }
 
 PUBLISHED = {
-    "tanh RNN": "stays at the baseline for T >= 150 (Le et al. 2015, Fig. 2)",
-    "IRNN": "far below the baseline for T = 150..400 (Le et al. 2015, Fig. 2)",
-    "LSTM": "far below the baseline (Le et al. 2015, Fig. 2; Arjovsky et al. 2016, Fig. 2)",
-    "GRU": "no figure in these papers",
+    "tanh RNN": "did not beat the baseline at T = 100-750 (Arjovsky et al. 2016, Fig. 2); "
+    "solved T = 150 after > 10^6 iterations (Le et al. 2015, as Arjovsky et al. report)",
+    "IRNN": "did not beat the baseline (Arjovsky et al. 2016); solved T = 300 after > 10^6 "
+    "iterations (Le et al. 2015, as Arjovsky et al. report)",
+    "LSTM": "beats the baseline convincingly up to T = 400, not close to 0 at T = 750 "
+    "(Arjovsky et al. 2016, Fig. 2)",
+    "GRU": "not in these papers",
 }
+
+
+def predict_one_mse(data) -> float:
+    """The baseline's MSE on `(x, y, mask)` itself: always predicting 1 at the scored step
+    (its expectation is 1/6; a finite set scores a little above or below)."""
+    _, y, mask = data
+    scored = y[..., 0][mask > 0]
+    return float(np.mean((scored - 1.0) ** 2))
 
 
 def run(report) -> None:
@@ -62,6 +83,7 @@ def run(report) -> None:
         output_dim=1,
         loss="mse",
         progress=report.progress(len(cfg["lengths"]) * len(cfg["models"])),
+        baseline_of=predict_one_mse,
     )
     report_comparison(
         report,
@@ -71,14 +93,15 @@ def run(report) -> None:
         baseline_column="baseline MSE",
         published=PUBLISHED,
         title="Adding problem: held-out MSE at the last step",
-        notes="Baseline: always predicting 1 scores Var(u1 + u2) = 1/6 (Hochreiter & "
-        "Schmidhuber 1997; Le et al. 2015). 'final / baseline' < 1 means the model uses the "
-        f"marked values. Adam (learning rate {cfg['learning_rate']:g}), gradient norm clipped "
+        notes="Baseline: always predicting 1 scores Var(u1 + u2) = 1/6 in expectation (the "
+        "U(0, 1) variant of Le et al. 2015 and Arjovsky et al. 2016; Hochreiter & "
+        "Schmidhuber 1997's original task differs). "
+        f"Adam (learning rate {cfg['learning_rate']:g}), gradient norm clipped "
         f"to {cfg['global_clipnorm']:g}, {cfg['units']} units, batch {cfg['batch_size']}, "
         "full BPTT.",
-        plot_title="Adding problem: held-out MSE vs updates (dashed: predict-the-mean "
-        "baseline 1/6)",
+        plot_title="Adding problem: held-out MSE vs updates (dashed: predicting 1, "
+        "scored on the validation set)",
         ylabel="MSE at the last step (log scale)",
         caption="Adding problem learning curves",
-        summary="Models whose final MSE is below half the baseline",
+        summary="Models below 0.9x the baseline's MSE on the validation set",
     )

@@ -1,4 +1,4 @@
-"""Experiment `copy`: the copy-memory task of Arjovsky, Shah & Bengio (2016), section 4.1.
+"""Experiment `copy`: the copying memory problem of Arjovsky, Shah & Bengio (2016), Fig. 1.
 
 Ten symbols from 8 categories, `T` blank steps (the delimiter on the last), then the ten
 symbols must be written back (`bptt_keras.tasks.copy_memory`). The loss is the cross-entropy
@@ -6,12 +6,15 @@ over all `T + 20` steps. A memoryless model predicts the blanks perfectly and gu
 ten symbols uniformly: `10 log(8) / (T + 20)` (`copy_baseline_loss`). Going below it needs
 the gradient from the last ten steps to reach the first ten, `T + 10` steps back.
 
-Published (Arjovsky et al. 2016, Fig. 1, T = 100, 200, 300, 500, qualitative): the LSTM
-beats the baseline only at T = 100, the tanh RNN at none; only their unitary RNN solves all.
+Published (Arjovsky et al. 2016, Fig. 1, T = 100, 200, 300, 500, qualitative; LSTM 40 units,
+tanh RNN 80, RMSProp 1e-3, clipping at 1): the LSTM beats the baseline only at T = 100, the
+tanh RNN at none; only their unitary RNN solves all.
 The delays here are shorter, within reach of a CPU budget.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from bptt_keras.experiments._training import compare_models, report_comparison
 from bptt_keras.tasks import COPY_SYMBOLS, copy_baseline_loss, copy_memory
@@ -24,7 +27,10 @@ CONFIG = {
         "train_sequences": 1024,
         "val_sequences": 256,
         "batch_size": 64,
-        "epochs": 6,
+        # 640 updates: enough for the LSTM and GRU to get below the memoryless line at delay
+        # 5 (0.77x / 0.87x, recalling 38 % / 25 % of the symbols, chance 12.5 %), so that the
+        # quick run's check of recall can fail.
+        "epochs": 40,
         "learning_rate": 1e-2,
         "global_clipnorm": 1.0,
     },
@@ -48,6 +54,21 @@ PUBLISHED = {
 }
 
 
+def memoryless_loss(data) -> float:
+    """The memoryless strategy's cross-entropy on `(x, y)` itself: 0 on every blank target,
+    log(8) on every symbol to recall, averaged over all steps."""
+    _, y = data
+    return float(np.count_nonzero(y) * np.log(COPY_SYMBOLS) / y.size)
+
+
+def recall_accuracy(model, data, copied: int = 10) -> dict:
+    """`{"recall accuracy": ...}`: the share of the last `copied` steps' symbols the model
+    writes back correctly (its most likely class), on `(x, y)`; chance is 1/8."""
+    x, y = data
+    predicted = np.argmax(np.asarray(model(x, training=False)), axis=-1)
+    return {"recall accuracy": float(np.mean(predicted[:, -copied:] == y[:, -copied:]))}
+
+
 def run(report) -> None:
     """Trains every model at every delay; writes `results.*` and `learning_curves.png`."""
     cfg = report.config
@@ -60,6 +81,8 @@ def run(report) -> None:
         output_dim=COPY_SYMBOLS + 1,
         loss="sparse_categorical_crossentropy",
         progress=report.progress(len(cfg["delays"]) * len(cfg["models"])),
+        baseline_of=memoryless_loss,
+        final_metrics=recall_accuracy,
     )
     report_comparison(
         report,
@@ -70,11 +93,12 @@ def run(report) -> None:
         published=PUBLISHED,
         title="Copy memory: held-out cross-entropy per step (nats)",
         notes="Baseline: the memoryless strategy, 10 log(8)/(T+20) (Arjovsky, Shah & Bengio "
-        "2016, section 4.1). 'final / baseline' < 1 means symbols are being recalled. Adam "
+        "2016, copying memory problem). 'recall accuracy': the share of the ten symbols "
+        "written back correctly (chance 1/8). Adam "
         f"(learning rate {cfg['learning_rate']:g}), clipping at {cfg['global_clipnorm']:g}, "
         f"{cfg['units']} units, batch {cfg['batch_size']}, full BPTT.",
         plot_title="Copy memory: held-out cross-entropy vs updates (dashed: memoryless baseline)",
         ylabel="cross-entropy per step (nats, log scale)",
         caption="Copy-memory learning curves",
-        summary="Models whose final loss is below half the memoryless baseline",
+        summary="Models below 0.9x the memoryless baseline on the validation set",
     )

@@ -1,15 +1,20 @@
 """Experiment `gradients`: what BPTT does to gradients as they travel back in time.
 
-Part 1 (Bengio, Simard & Frasconi 1994; Pascanu, Mikolov & Bengio 2013, section 3): a loss
+Part 1 (Hochreiter 1991, the diploma thesis that first analysed vanishing and exploding
+gradients, as reviewed in Hochreiter & Schmidhuber 1997, section 3.1; Bengio, Simard &
+Frasconi 1994; Pascanu, Mikolov & Bengio 2013, section 2.1 "The mechanics"): a loss
 on the last step only, and the norm of the total derivative `dL/dh_t` against the distance
 `T - 1 - t` to that loss, for a tanh RNN whose recurrent matrix is rescaled to a largest
 singular value `lambda_1` in {0.5, 0.9, 1, 1.5, 3}, and for LSTM, GRU and IRNN at their usual
 initialisations. Each step multiplies the gradient by the Jacobian
 `dh_t/dh_(t-1) = diag(f'(a_t)) U^T`, so `||dh_T/dh_t|| <= (lambda_1 * gamma)^(T - t)` with
 `gamma = max |f'| = 1` for tanh: `lambda_1 < 1` is *sufficient* for vanishing, `lambda_1 > 1`
-*necessary* for exploding. The bound is checked numerically on every sequence and step.
+only *necessary* for exploding (not sufficient: `|tanh'| < 1` away from 0 shrinks each
+step, so at `lambda_1 = 1.5` the measured growth is only about 1.06 per step). The bound is
+checked numerically on every sequence and step.
 
-Part 2 (Pascanu et al. 2013, section 3.3 and Fig. 6): the one-unit network
+Part 2 (Pascanu et al. 2013, section 2.3 "The geometrical interpretation" and Fig. 6; the
+clipping rule is their section 3.2, Algorithm 1): the one-unit network
 `x_t = w * sigmoid(x_(t-1)) + b`, `x_0 = 0.5`, loss `(sigmoid(x_50) - 0.7)^2`, whose error
 surface over `(w, b)` has a near-vertical wall where the map's fixed points bifurcate. Plain
 gradient descent that reaches the wall is thrown far away by one huge gradient; descent with
@@ -193,8 +198,9 @@ def _norms_part(report, cfg):
         notes="'far / near' is the norm at the first step over the norm at the last; the "
         "per-step factor is exp(slope) of log-norm vs distance. Published: a tanh RNN's "
         "gradient vanishes for lambda_1 < 1 (sufficient condition) and can explode only if "
-        "lambda_1 > 1 (necessary condition), Pascanu, Mikolov & Bengio 2013, section 3.1; "
-        "Bengio, Simard & Frasconi 1994.",
+        "lambda_1 > 1 (a necessary condition, not a sufficient one: growth per step is "
+        "lambda_1 times |tanh'| < 1), Pascanu, Mikolov & Bengio 2013, section 2.1; first "
+        "analysed by Hochreiter 1991 (diploma thesis); Bengio, Simard & Frasconi 1994.",
     )
     fig = Figure(figsize=(11, 4.2))
     left, right = fig.subplots(1, 2, sharey=True)

@@ -6,7 +6,7 @@ best losses are known exactly: 0 for a model that carries `x_(t-lag)` in its sta
 can only be learned from the gradient when `t - lag` lies inside the forward window of the
 block that owns `t` (`bptt_keras.covered_fraction`). So truncated BPTT(k) with `k <= lag`
 cannot learn the echo at all: the forward state still *carries* `x_(t-lag)`, but no gradient
-tells the weights to keep it (Williams & Peng 1990; Sutskever 2013, section 3.4). Above the
+tells the weights to keep it (Williams & Peng 1990; Sutskever 2013, PhD thesis). Above the
 lag, a growing share of the steps is covered; TBPTT(k1, k2) with `k2 - k1` extra steps of
 backward window covers more steps per update at the same `k1`.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import keras
 import matplotlib
+import numpy as np
 from matplotlib.figure import Figure
 
 from bptt_keras.engine import fit
@@ -98,6 +99,9 @@ def compare_truncations(
     x, y = train
     length = x.shape[1]
     reference = delayed_echo_losses(length, lag)
+    # The 'forgets' level on the scored set itself: predicting 0 everywhere (its expectation
+    # is (T - lag) / T; a finite set scores a little above or below).
+    forgets = float(np.mean(np.square(val[1])))
     rows, curves = [], {}
     for name, (k1, k2) in runs.items():
         model = build_model(cell, units, seed=seed)
@@ -131,8 +135,10 @@ def compare_truncations(
                 ),
                 "final val MSE": float(losses[-1]),
                 "forgets (T - lag)/T": reference["forgets"],
+                "forgets on the validation set": forgets,
+                "final / forgets": float(losses[-1] / forgets),
                 "remembers": reference["remembers"],
-                "learned the echo": bool(losses[-1] < 0.5 * reference["forgets"]),
+                "learned the echo": bool(losses[-1] < 0.5 * forgets),
             }
         )
     return rows, curves
@@ -194,9 +200,13 @@ def run(report) -> None:
         "results",
         rows,
         title=f"Delayed echo, lag {lag}, T = {length}: truncation window vs what is learned",
-        notes="Exact references: 'remembers' 0, 'forgets' (T - lag)/T (the best any model "
-        "without the dependency can do). 'learned the echo': final MSE below half the "
-        "'forgets' loss. Theory: BPTT(k) with k <= lag covers no step (Williams & Peng 1990).",
+        notes="Exact references: 'remembers' 0, 'forgets' (T - lag)/T (the expected loss of "
+        "predicting 0, the best any model without the dependency can do), and the same "
+        "strategy's loss on the validation set itself ('forgets on the validation set'). "
+        "Criterion: 'learned the echo' when the final MSE is below half the validation "
+        "set's 'forgets' loss; a run between half and the full 'forgets' level learned part "
+        "of it or nothing. Theory: BPTT(k) with k <= lag covers no step (Williams & Peng "
+        "1990).",
     )
     report.data(
         "curves",
@@ -212,5 +222,6 @@ def run(report) -> None:
     missed = [r["run"] for r in rows if not r["learned the echo"]]
     report.finish(
         f"Learned the lag-{lag} echo: {', '.join(learned) or 'none'}. Stayed near the "
-        f"'forgets' loss {reference['forgets']:.3g}: {', '.join(missed) or 'none'}."
+        f"'forgets' loss {rows[0]['forgets on the validation set']:.4g} (validation set; "
+        f"{reference['forgets']:.3g} expected): {', '.join(missed) or 'none'}."
     )
