@@ -274,6 +274,12 @@ def _parser(defaults: TrainConfig | None = None) -> argparse.ArgumentParser:
     )
     reproduce.add_argument("--seed", type=int, default=0, help="seed of data, weights, order")
     reproduce.add_argument(
+        "--seeds",
+        default=None,
+        help="several seeds, e.g. 0,1,2: one run per seed in OUT/seed-<s>/ and a summary in "
+        "OUT/ with mean ± std (min-max) of every measured number and the curves' spread",
+    )
+    reproduce.add_argument(
         "--quiet", action="store_true", help="no progress lines (one per model and length)"
     )
     return parser
@@ -329,6 +335,18 @@ def _reproduce(args) -> int:
         return _fail(f"unknown experiment {args.name!r}; choose one of: {', '.join(EXPERIMENTS)}.")
     if args.seed < 0:
         return _fail(f"--seed must be >= 0. Received: {args.seed}")
+    seeds = None
+    if args.seeds is not None:
+        try:
+            seeds = [int(s) for s in args.seeds.split(",")]
+        except ValueError:
+            return _fail(
+                f"--seeds takes comma-separated integers, e.g. 0,1,2. Received: {args.seeds!r}"
+            )
+        if len(seeds) < 2 or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            return _fail(
+                f"--seeds needs at least two different seeds >= 0. Received: {args.seeds!r}"
+            )
     if args.quick and args.scale not in (None, "quick"):
         return _fail(f"--quick and --scale {args.scale} contradict each other; give one.")
     scale = "quick" if args.quick else (args.scale or "full")
@@ -343,9 +361,16 @@ def _reproduce(args) -> int:
             f"{', '.join(sorted(module.CONFIG))}."
         )
     try:
-        report = run_experiment(
-            args.name, scale=scale, out=out, seed=args.seed, verbose=0 if args.quiet else 1
-        )
+        if seeds is not None:
+            from bptt_keras.experiments.seeds import run_seeds
+
+            report = run_seeds(
+                args.name, seeds, scale=scale, out=out, verbose=0 if args.quiet else 1
+            )
+        else:
+            report = run_experiment(
+                args.name, scale=scale, out=out, seed=args.seed, verbose=0 if args.quiet else 1
+            )
     except KeyboardInterrupt:
         print(f"bptt-keras: interrupted; {out}/ is incomplete (no README.md).", file=sys.stderr)
         return 130

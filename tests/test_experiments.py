@@ -202,6 +202,9 @@ def test_reproduce_list_names_every_experiment(capsys):
         (["reproduce", "gradients", "--seed", "-2"], ["--seed", "-2"]),
         (["reproduce", "gradients", "--scale", "paper"], ["no --scale paper", "full, quick"]),
         (["reproduce", "seq2seq", "--quick", "--scale", "paper"], ["contradict"]),
+        (["reproduce", "copy", "--seeds", "0,x"], ["--seeds", "comma-separated", "'0,x'"]),
+        (["reproduce", "copy", "--seeds", "1,1"], ["at least two different seeds"]),
+        (["reproduce", "copy", "--seeds", "3"], ["at least two different seeds"]),
     ],
 )
 def test_reproduce_bad_input_is_one_line_and_exit_2(argv, words, capsys, tmp_path):
@@ -282,3 +285,40 @@ def test_seq2seq_paper_scale_runs_the_addition_table_only(tmp_path):
     assert set(report.tables) == {"addition", "addition_1_examples"}
     assert report.config["scale"] == "paper" and report.config["quick"] is False
     assert "(paper mode, seed 0)" in (tmp_path / "p" / "README.md").read_text()
+
+
+def test_seed_summaries_report_mean_std_range_and_yes_counts():
+    from bptt_keras.experiments.seeds import summarise_cell, summarise_rows
+
+    assert summarise_cell([1.0, 2.0, 3.0]) == "2 ± 1 (1-3)"  # sample std of 1, 2, 3 is 1
+    assert summarise_cell([0.8, 0.8, 0.8]) == 0.8  # an exact reference stays a number
+    assert summarise_cell([True, False, True]) == "2/3 yes"
+    assert summarise_cell(["LSTM", "LSTM"]) == "LSTM"
+    assert summarise_cell([0.5, float("nan")]) == "0.5 / nan"  # no mean over a failed run
+    rows = summarise_rows(
+        [[{"model": "GRU", "T": 10, "loss": 0.1}], [{"model": "GRU", "T": 10, "loss": 0.3}]]
+    )
+    assert rows == [{"model": "GRU", "T": 10, "loss": "0.2 ± 0.14 (0.1-0.3)"}]
+    with pytest.raises(ValueError, match="differ in their rows"):
+        summarise_rows([[{"model": "GRU"}], [{"model": "GRU"}, {"model": "LSTM"}]])
+
+
+@pytest.mark.slow  # three short training runs
+def test_reproduce_with_seeds_writes_each_run_and_the_spread(tmp_path, capsys):
+    out = tmp_path / "seeds"
+    argv = ["reproduce", "truncation", "--quick", "--seeds", "0,1,2", "--quiet", "--out"]
+    assert main([*argv, str(out)]) == 0
+    for seed in (0, 1, 2):
+        assert (out / f"seed-{seed}" / "results.csv").exists()
+    with open(out / "results.csv") as f:
+        rows = {r["run"]: r for r in csv.DictReader(f)}
+    finals = []
+    for seed in (0, 1, 2):
+        with open(out / f"seed-{seed}" / "results.csv") as f:
+            finals.append(float(next(csv.DictReader(f))["final val MSE"]))
+    mean = float(rows["full"]["final val MSE"].split(" ±")[0])
+    assert abs(mean - np.mean(finals)) < 1e-3 * abs(np.mean(finals))  # the seeds' own runs
+    assert rows["full"]["lag"] == "4" and rows["full"]["learned the echo"].endswith("/3 yes")
+    assert json.loads((out / "config.json").read_text())["seeds"] == [0, 1, 2]
+    assert "(quick mode, seeds 0, 1, 2)" in (out / "README.md").read_text()
+    assert (out / "curves.png").stat().st_size > 10_000

@@ -127,7 +127,9 @@ class Report:
         config_path = self.out / "config.json"
         config_path.write_text(json.dumps(self.config, indent=2, default=str) + "\n")
         mode = self.scale
-        head = f"# Experiment `{self.name}` ({mode} mode, seed {self.seed})\n\n{summary}\n"
+        seeds = self.config.get("seeds")
+        who = f"seeds {', '.join(map(str, seeds))}" if seeds else f"seed {self.seed}"
+        head = f"# Experiment `{self.name}` ({mode} mode, {who})\n\n{summary}\n"
         readme = self.out / "README.md"
         tmp = readme.with_suffix(".tmp")
         tmp.write_text("\n".join([head, *self._sections]))
