@@ -43,6 +43,29 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
+def code_version() -> str:
+    """The code a run was made with: the git commit of the package's checkout (with
+    "+changes" when tracked files differ from it), else the installed version, so that a
+    number in the docs can be traced to the code that computed it."""
+    import subprocess
+
+    from bptt_keras import __version__
+
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+        changed = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return f"bptt_keras {__version__}"
+    return f"{commit}+changes" if changed else commit
+
+
 class Report:
     """Collects one experiment run's tables and figures in its run directory.
 
@@ -77,6 +100,7 @@ class Report:
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.config = {"experiment": name, "quick": self.quick, "seed": self.seed, **config}
+        self.config["code"] = code_version()
         if self.scale not in ("quick", "full"):  # recorded only where it says more than quick
             self.config = {"scale": self.scale, **self.config}
         self.tables: dict[str, list[dict]] = {}
