@@ -159,6 +159,8 @@ def test_report_writes_csv_markdown_config_and_readme(tmp_path):
     md = (tmp_path / "run" / "results.md").read_text()
     assert "| model | mse | ok |" in md and "| lstm | 0.01235 | yes |" in md
     config = json.loads((tmp_path / "run" / "config.json").read_text())
+    # The code that made the run: this checkout's commit (or the installed version).
+    assert re.fullmatch(r"[0-9a-f]{7,}(\+changes)?|bptt_keras \S+", config.pop("code"))
     assert config == {"experiment": "demo", "quick": True, "seed": 3, "T": [5, 10]}
     assert "Summary line." in readme.read_text() and md in readme.read_text()
     with pytest.raises(ValueError, match="no rows"):
