@@ -90,7 +90,9 @@ def fit(
     the model's `B`); the state is reset at every epoch start.
 
     Args:
-        model: a `build_model` model (built inside `strategy.scope()` if `strategy`).
+        model: a `build_model` model (built inside `strategy.scope()` if `strategy`), or
+            any chain of the layers it uses; a `Masking` / `Embedding(mask_zero=True)` first
+            layer masks padded steps (unscored, state carried through them, as Keras).
         x: `(n, time, input_dim)` inputs (`(n, time)` token ids for an `Embedding` input),
             or a `tf.data.Dataset` of batches `(x, y)` or `(x, y, sample_weight)`, read as
             a stream (see "Datasets" below).
