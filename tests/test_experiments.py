@@ -9,6 +9,7 @@ import io
 import json
 import re
 
+import keras
 import numpy as np
 import pytest
 from experiment_checks import check_gradients
@@ -324,3 +325,27 @@ def test_reproduce_with_seeds_writes_each_run_and_the_spread(tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["seeds"] == [0, 1, 2]
     assert "(quick mode, seeds 0, 1, 2)" in (out / "README.md").read_text()
     assert (out / "curves.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow  # a training run
+def test_copy_paper_scale_uses_their_sizes_optimizer_and_clipping(tmp_path):
+    report = run_experiment(
+        "copy", scale="paper", out=tmp_path / "p", verbose=0,
+        overrides={"delays": [4], "epochs": 1, "train_sequences": 40, "val_sequences": 20},
+    )  # fmt: skip
+    (lstm, rnn) = report.tables["results"]
+    assert (lstm["model"], rnn["model"], lstm["updates"]) == ("LSTM", "tanh RNN", 2)
+    notes = (tmp_path / "p" / "results.md").read_text()
+    assert "RMSprop (decay 0.9)" in notes and "clipped to +-1" in notes
+    assert "units: LSTM 40, tanh RNN 80, batch 20" in notes
+    assert report.config["scale"] == "paper"
+
+
+def test_experiment_optimizers():
+    from bptt_keras.experiments._training import make_optimizer
+
+    rms = make_optimizer("rmsprop", 1e-3, clipvalue=1.0)
+    assert isinstance(rms, keras.optimizers.RMSprop) and rms.rho == 0.9 and rms.clipvalue == 1.0
+    assert isinstance(make_optimizer("adam", 1e-2), keras.optimizers.Adam)
+    with pytest.raises(ValueError, match="adam"):
+        make_optimizer("sgd", 1e-2)

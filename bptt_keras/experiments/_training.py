@@ -37,6 +37,33 @@ def score(model: keras.Model, data: tuple, *, loss: str) -> float:
     return evaluate(model, x, y, loss=loss, sample_weight=w[0] if w else None, batch_size=256)
 
 
+def make_optimizer(name: str, learning_rate: float, clipvalue: float | None = None):
+    """Adam, or RMSprop with decay 0.9 (Arjovsky et al. 2016's choice for every model);
+    `clipvalue` clips each gradient element, as their code does."""
+    kwargs = {} if clipvalue is None else {"clipvalue": clipvalue}
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate=learning_rate, **kwargs)
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate=learning_rate, rho=0.9, **kwargs)
+    raise ValueError(f'`optimizer` must be "adam" or "rmsprop". Received: {name!r}')
+
+
+def describe_training(cfg: dict) -> str:
+    """The training settings of a comparison, for its table's notes."""
+    name = {"adam": "Adam", "rmsprop": "RMSprop (decay 0.9)"}[cfg.get("optimizer", "adam")]
+    if cfg.get("clipvalue") is not None:
+        clip = f"each gradient element clipped to +-{cfg['clipvalue']:g}"
+    else:
+        clip = f"gradient norm clipped to {cfg['global_clipnorm']:g}"
+    units = cfg["units"]
+    if isinstance(units, dict):
+        units = ", ".join(f"{model} {n}" for model, n in units.items())
+    return (
+        f"{name} (learning rate {cfg['learning_rate']:g}), {clip}, units: {units}, batch "
+        f"{cfg['batch_size']}, full BPTT."
+    )
+
+
 def learning_curve(
     model: keras.Model,
     train: tuple,
@@ -48,6 +75,8 @@ def learning_curve(
     global_clipnorm: float | None,
     loss: str,
     seed: int,
+    optimizer: str = "adam",
+    clipvalue: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Trains with full BPTT and scores the held-out set before and after every epoch.
 
@@ -66,7 +95,7 @@ def learning_curve(
         y,
         epochs=epochs,
         batch_size=batch_size,
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        optimizer=make_optimizer(optimizer, learning_rate, clipvalue),
         global_clipnorm=global_clipnorm,
         loss=loss,
         sample_weight=w[0] if w else None,
@@ -139,9 +168,8 @@ def compare_models(
         if baseline_of is not None:
             curves.measured_baselines[length] = float(baseline_of(val))
         for name in cfg["models"]:
-            model = make_model(
-                name, cfg["units"], input_dim=input_dim, output_dim=output_dim, seed=seed
-            )
+            units = cfg["units"][name] if isinstance(cfg["units"], dict) else cfg["units"]
+            model = make_model(name, units, input_dim=input_dim, output_dim=output_dim, seed=seed)
             curves[length][name] = learning_curve(
                 model,
                 train,
@@ -150,6 +178,8 @@ def compare_models(
                 batch_size=cfg["batch_size"],
                 learning_rate=cfg["learning_rate"],
                 global_clipnorm=cfg["global_clipnorm"],
+                optimizer=cfg.get("optimizer", "adam"),
+                clipvalue=cfg.get("clipvalue"),
                 loss=loss,
                 seed=seed,
             )

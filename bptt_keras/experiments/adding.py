@@ -24,7 +24,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from bptt_keras.experiments._training import MODELS, compare_models, report_comparison
+from bptt_keras.experiments._training import (
+    MODELS,
+    compare_models,
+    describe_training,
+    report_comparison,
+)
 from bptt_keras.tasks import ADDING_BASELINE_MSE, adding_problem
 
 CONFIG = {
@@ -95,10 +100,7 @@ def run(report) -> None:
         title="Adding problem: held-out MSE at the last step",
         notes="Baseline: always predicting 1 scores Var(u1 + u2) = 1/6 in expectation (the "
         "U(0, 1) variant of Le et al. 2015 and Arjovsky et al. 2016; Hochreiter & "
-        "Schmidhuber 1997's original task differs). "
-        f"Adam (learning rate {cfg['learning_rate']:g}), gradient norm clipped "
-        f"to {cfg['global_clipnorm']:g}, {cfg['units']} units, batch {cfg['batch_size']}, "
-        "full BPTT.",
+        "Schmidhuber 1997's original task differs). " + describe_training(cfg),
         plot_title="Adding problem: held-out MSE vs updates (dashed: predicting 1, "
         "scored on the validation set)",
         ylabel="MSE at the last step (log scale)",
