@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from bptt_keras._validation import check_choice, describe
-from bptt_keras.engine.arguments import check_weights, check_xy
+from bptt_keras.engine.arguments import check_xy, step_weights
 from bptt_keras.engine.keras_options import resolve_loss
 from bptt_keras.engine.step import value_and_grad
 from bptt_keras.losses import REDUCTIONS, Normaliser, elements
@@ -81,7 +81,7 @@ def gradient_norms_through_time(
     x, y = check_xy(parts, x, y, loss)
     index = _layer_index(parts, layer)
     batch, steps = x.shape[:2]
-    w = parts.mask_weights(x, check_weights(sample_weight, (batch, steps)))
+    w = step_weights(parts, x, sample_weight)
     denominator = Normaliser(loss, reduction, parts.output_dim, steps).of_weights(w)
     units = parts.recurrent[index].cell.units
 

@@ -96,7 +96,7 @@ class BPTTModel(keras.Model):
                 f"a state to carry forward. Use full BPTT (k1=None). Received: k1={k1}"
             )
         parts = Parts(model)  # a clear ValueError for an architecture it cannot unroll
-        if any(layer.stateful for layer in parts.recurrent):
+        if parts.stateful:
             raise ValueError(
                 f"`model` {model.name!r} is stateful; BPTTModel trains independent sequences "
                 "(the state starts at zero in every batch and is carried between its blocks). "

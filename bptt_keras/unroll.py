@@ -66,7 +66,7 @@ class Parts:
                 f"{stateful + [r.name for r in self.recurrent if r.stateful]}"
             )
         self.per_step = self.after[-1] if self.after else []
-        self.mask_layer = _mask_layer(chain, model)
+        self.mask_layer = _mask_layer(chain)
         self.sizes = [state_sizes(layer) for layer in self.recurrent]
         spec = model.inputs[0]
         # Token models take integer ids (batch, time); the others (batch, time, input_dim).
@@ -75,6 +75,11 @@ class Parts:
         self.input_dim = None if self.tokens else int(spec.shape[-1])
         self.output_dim = int(model.outputs[0].shape[-1])
         self.dtype = (self.recurrent or self.whole_sequence)[0].compute_dtype
+
+    @property
+    def stateful(self) -> bool:
+        """Whether the recurrent layers carry their state from batch to batch."""
+        return any(layer.stateful for layer in self.recurrent)
 
     def step_mask(self, x):
         """`(batch, time)` bool: the steps the model's mask keeps (Keras' `Masking`:
@@ -111,7 +116,7 @@ class Parts:
         return [[tf.zeros((batch, size), self.dtype) for size in sizes] for sizes in self.sizes]
 
 
-def _mask_layer(chain, model):
+def _mask_layer(chain):
     """The layer whose mask the model applies (`Masking`, or an `Embedding` with
     `mask_zero=True`), which must be the model's first layer, so that the mask is a function
     of the raw inputs, on the host and in the graph alike; None if there is none."""

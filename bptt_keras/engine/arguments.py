@@ -21,7 +21,7 @@ import tensorflow as tf
 from bptt_keras._validation import as_float_array, check_choice, check_int, describe
 from bptt_keras.engine import keras_options as options
 from bptt_keras.engine.keras_options import resolve_loss
-from bptt_keras.engine.streaming import DatasetInput, check_dataset, is_dataset
+from bptt_keras.engine.streaming import DatasetInput, check_dataset, is_dataset, numpy_batches
 from bptt_keras.losses import REDUCTIONS, Normaliser, StepLoss, get_loss
 from bptt_keras.metrics import StepMetric, get_metrics
 from bptt_keras.truncation import Block, check_truncation, plan_blocks
@@ -439,7 +439,7 @@ def check_fit(model, x, y, **kwargs) -> FitArgs:
         k["steps_per_execution"], blocks=blocks, strategy=strategy, callbacks=callbacks,
         parts=parts, batch=batch_size,
     )  # fmt: skip
-    stateful = any(layer.stateful for layer in parts.recurrent)
+    stateful = parts.stateful
     if stateful and source is None:
         _check_stateful(model, rows, batch_size, k["shuffle"], strategy)
     if stateful and strategy is not None:
@@ -471,7 +471,7 @@ def check_fit(model, x, y, **kwargs) -> FitArgs:
         loss=loss,
         metrics=metrics,
         reduction=k["reduction"],
-        validation=_check_validation(validation_data, parts, loss, stateful),
+        validation=_check_validation(validation_data, parts, loss),
         validation_freq=validation_freq,
         callbacks=callbacks,
         shuffle=bool(k["shuffle"]),
@@ -491,17 +491,8 @@ def check_fit(model, x, y, **kwargs) -> FitArgs:
 
 def _check_streamed(model, dataset, y, k: dict):
     """`fit`'s checks for a tf.data.Dataset `x`: `(parts, loss, DatasetInput, k1, k2,
-    recompute)`. Arguments that only arrays take are refused, as Keras' `fit` refuses them."""
-    for argument, value, why in (
-        ("y", y, "the dataset's elements hold the targets"),
-        ("sample_weight", k["sample_weight"], "give weights as the elements' third tensor"),
-        ("batch_size", k["batch_size"], "the dataset's batches set it (`dataset.batch(n)`)"),
-    ):
-        if value is not None:
-            raise ValueError(
-                f"`{argument}` must be None when `x` is a tf.data.Dataset: {why}. "
-                f"Received: {argument}={describe(value)}"
-            )
+    recompute)`."""
+    refuse_array_arguments(y=y, sample_weight=k["sample_weight"], batch_size=k["batch_size"])
     if k["validation_split"]:
         raise ValueError(
             "`validation_split` needs arrays (it holds out their last rows); with a "
@@ -511,11 +502,9 @@ def _check_streamed(model, dataset, y, k: dict):
     steps = k.get("steps_per_epoch")
     if steps is not None:
         steps = check_int(steps, name="steps_per_epoch")
-    check_choice(k["reduction"], name="reduction", choices=REDUCTIONS)
-    parts = Parts(model)
-    loss = get_loss(resolve_loss(model, k["loss"]), model)
-    stateful = any(layer.stateful for layer in parts.recurrent)
-    source = check_dataset(dataset, parts, loss, stateful=stateful, steps_per_epoch=steps)
+    parts, loss, source = check_stream(
+        model, dataset, k["loss"], k["reduction"], steps_per_epoch=steps
+    )
     k1, k2 = check_truncation(k["k1"], k["k2"], source.time)
     check_whole_sequence(parts, k1, k2, source.time)
     recompute = check_recompute(
@@ -525,17 +514,49 @@ def _check_streamed(model, dataset, y, k: dict):
     return parts, loss, source, k1, k2, recompute
 
 
-def batch_checker(parts: Parts, loss: StepLoss, name: str = "x"):
-    """`check(x, y, w, number) -> (x, y, w)`: the checks arrays get, for batch `number` of a
-    dataset (`streaming.numpy_batches`), naming the batch."""
+_ARRAYS_ONLY = {
+    "y": "the dataset's elements hold the targets",
+    "sample_weight": "give weights as the elements' third tensor",
+    "batch_size": "the dataset's batches set it (`dataset.batch(n)`)",
+}
+
+
+def refuse_array_arguments(**values) -> None:
+    """Refuses, as Keras' `fit` does, arguments that only arrays take (`y`, `sample_weight`,
+    `batch_size`) when `x` is a tf.data.Dataset."""
+    for argument, value in values.items():
+        if value is not None:
+            raise ValueError(
+                f"`{argument}` must be None when `x` is a tf.data.Dataset: "
+                f"{_ARRAYS_ONLY[argument]}. Received: {argument}={describe(value)}"
+            )
+
+
+def check_stream(model, dataset, loss, reduction, *, steps_per_epoch=None):
+    """The checks `fit` and `evaluate` share for a tf.data.Dataset: the model, the loss and
+    the dataset's element spec. Returns `(parts, loss as a StepLoss, DatasetInput)`."""
+    check_choice(reduction, name="reduction", choices=REDUCTIONS)
+    parts = Parts(model)
+    loss = get_loss(resolve_loss(model, loss), model)
+    return parts, loss, check_dataset(dataset, parts, loss, steps_per_epoch=steps_per_epoch)
+
+
+def step_weights(parts: Parts, x, sample_weight, *, name: str = "sample_weight") -> np.ndarray:
+    """The per-step loss weights of `x`: `sample_weight` checked (`check_weights`), times
+    the model's mask (padded steps weigh 0, as Keras' losses skip masked steps)."""
+    return parts.mask_weights(x, check_weights(sample_weight, x.shape[:2], name=name))
+
+
+def checked_batches(source: DatasetInput, parts: Parts, loss: StepLoss, *, skip=0, name="x"):
+    """A dataset's batches from batch `skip` on as NumPy `(x, y, w)`, each checked as arrays
+    are (`streaming.numpy_batches`), messages naming the batch."""
 
     def check(x, y, w, number: int):
         where = f"{name}'s batch {number}"
         x, y = check_xy(parts, x, y, loss, x_name=f"x of {where}", y_name=f"y of {where}")
-        w = check_weights(w, x.shape[:2], name=f"sample_weight of {where}")
-        return x, y, parts.mask_weights(x, w)
+        return x, y, step_weights(parts, x, w, name=f"sample_weight of {where}")
 
-    return check
+    return numpy_batches(source, check, skip=skip, name=name)
 
 
 def _check_stateful(model, rows: int, batch_size: int, shuffle, strategy) -> None:
@@ -558,15 +579,14 @@ def _check_stateful(model, rows: int, batch_size: int, shuffle, strategy) -> Non
 
 
 def _check_validation(
-    validation_data, parts: Parts, loss: StepLoss, stateful: bool
+    validation_data, parts: Parts, loss: StepLoss
 ) -> Validation | DatasetInput | None:
     if validation_data is None:
         return None
     if is_dataset(validation_data):
         return check_dataset(
-            validation_data, parts, loss, stateful=stateful, steps_per_epoch=None,
-            name="validation_data",
-        )  # fmt: skip
+            validation_data, parts, loss, steps_per_epoch=None, name="validation_data"
+        )
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
         raise TypeError(
             "`validation_data` must be a pair (x_val, y_val) or a triple (x_val, y_val, "
@@ -575,10 +595,10 @@ def _check_validation(
     x_val, y_val = check_xy(
         parts, *validation_data[:2], loss, x_name="validation_data[0]", y_name="validation_data[1]"
     )
-    w_val = check_weights(
+    w_val = step_weights(
+        parts,
+        x_val,
         validation_data[2] if len(validation_data) == 3 else None,
-        x_val.shape[:2],
         name="validation_data[2]",
     )
-    w_val = parts.mask_weights(x_val, w_val)
     return Validation(x_val, y_val, w_val)

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import keras
 
-from bptt_keras._validation import check_choice, check_int, describe
-from bptt_keras.engine.arguments import Validation, batch_checker, check_run, check_weights
+from bptt_keras._validation import check_int
+from bptt_keras.engine.arguments import (
+    Validation,
+    check_run,
+    check_stream,
+    checked_batches,
+    refuse_array_arguments,
+    step_weights,
+)
 from bptt_keras.engine.gradients import engine_for
-from bptt_keras.engine.keras_options import resolve_loss
 from bptt_keras.engine.resume import metric_logs
-from bptt_keras.engine.streaming import check_dataset, is_dataset, numpy_batches, stack_group
-from bptt_keras.losses import REDUCTIONS, Normaliser, get_loss
+from bptt_keras.engine.streaming import is_dataset, stack_group
+from bptt_keras.losses import Normaliser
 from bptt_keras.metrics import get_metrics
-from bptt_keras.unroll import Parts
 
 
 def evaluate(
@@ -71,9 +76,9 @@ def evaluate(
         return logs if return_dict else logs["loss"]
     parts, loss, x, y, *_ = check_run(model, x, y, loss, reduction, None, None, None)
     batch_size = check_int(32 if batch_size is None else batch_size, name="batch_size")
-    w = parts.mask_weights(x, check_weights(sample_weight, x.shape[:2]))
+    w = step_weights(parts, x, sample_weight)
     found = get_metrics(metrics, loss)
-    stateful = any(layer.stateful for layer in parts.recurrent)
+    stateful = parts.stateful
     normaliser = Normaliser(loss, reduction, parts.output_dim, x.shape[1])
     engine = engine_for(
         model, loss=loss, strategy=None, fast=bool(fast), recompute=None, metrics=found
@@ -85,33 +90,23 @@ def evaluate(
 def _evaluate_dataset(model, dataset, y, *, batch_size, loss, metrics, reduction, sample_weight,
                       fast) -> dict:  # fmt: skip
     """`evaluate` over a tf.data.Dataset, streamed."""
-    for argument, value in (("y", y), ("sample_weight", sample_weight), ("batch_size", batch_size)):
-        if value is not None:
-            raise ValueError(
-                f"`{argument}` must be None when `x` is a tf.data.Dataset (its elements hold "
-                f"targets and weights, its batches set the batch size). Received: "
-                f"{argument}={describe(value)}"
-            )
-    check_choice(reduction, name="reduction", choices=REDUCTIONS)
-    parts = Parts(model)
-    loss = get_loss(resolve_loss(model, loss), model)
-    stateful = any(layer.stateful for layer in parts.recurrent)
-    source = check_dataset(dataset, parts, loss, stateful=stateful, steps_per_epoch=None)
+    refuse_array_arguments(y=y, sample_weight=sample_weight, batch_size=batch_size)
+    parts, loss, source = check_stream(model, dataset, loss, reduction)
     engine = engine_for(
         model, loss=loss, strategy=None, fast=bool(fast), recompute=None,
         metrics=get_metrics(metrics, loss),
     )  # fmt: skip
     normaliser = Normaliser(loss, reduction, parts.output_dim, source.time)
-    batches = numpy_batches(source, batch_checker(parts, loss))
-    return score_dataset(engine, batches, source.batch_size, normaliser, stateful)
+    return score_dataset(
+        engine, checked_batches(source, parts, loss), source.batch_size, normaliser
+    )
 
 
 def score_dataset(
-    engine, batches, batch_size: int, normaliser: Normaliser, stateful: bool = False,
-    *, prefix: str = "",
-) -> dict:  # fmt: skip
-    """As `score`, over a dataset's checked batches `(x, y, w)` (`streaming.numpy_batches`),
-    read one at a time. Each batch is padded to `batch_size` rows of weight 0, so that the
+    engine, batches, batch_size: int, normaliser: Normaliser, *, prefix: str = ""
+) -> dict:
+    """As `score`, over a dataset's checked batches `(x, y, w)` (`checked_batches`), read
+    one at a time. Each batch is padded to `batch_size` rows of weight 0, so that the
     forward pass has one shape (and splits evenly over replicas under a strategy); a
     stateful model carries its state from batch to batch."""
     totals, count = None, 0.0
@@ -120,12 +115,18 @@ def score_dataset(
         x, y, w, _ = stack_group([batch], batch_size, 1)
         scores, finals = engine.eval_fn(
             *(engine.distribute(a) for a in (x, y, w)),
-            states if stateful else engine.zero_states(batch_size),
+            states if engine.stateful else engine.zero_states(batch_size),
         )
         states = finals
         scores = scores.numpy()
         totals = scores if totals is None else totals + scores
         count += normaliser.count(batch[2])
+    return _logs(engine, totals, count, normaliser, prefix)
+
+
+def _logs(engine, totals, count: float, normaliser: Normaliser, prefix: str) -> dict:
+    """`{prefix + "loss": ..., prefix + metric: ...}` from the summed `[loss, metric sum,
+    count, ...]` of the forward passes and the scored elements (`count`)."""
     if totals is None:
         totals = [0.0] * (1 + 2 * len(engine.metrics))
     loss = normaliser.report(float(totals[0]), count) + float(engine.penalty())
@@ -156,7 +157,4 @@ def score(
         scores = scores.numpy()
         totals = scores if totals is None else totals + scores
         count += normaliser.count(data.w[part])
-    if totals is None:
-        totals = [0.0] * (1 + 2 * len(engine.metrics))
-    loss = normaliser.report(float(totals[0]), count) + float(engine.penalty())
-    return {prefix + "loss": loss} | metric_logs(engine.metrics, list(totals[1:]), prefix)
+    return _logs(engine, totals, count, normaliser, prefix)

@@ -27,7 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bptt_keras.engine.arguments import FitArgs, Validation, batch_checker, check_fit
+from bptt_keras.engine.arguments import FitArgs, Validation, check_fit, checked_batches
 from bptt_keras.engine.epochs import (
     EpochPlan,
     block_shape,
@@ -44,7 +44,7 @@ from bptt_keras.engine.resume import (
     fingerprint,
 )
 from bptt_keras.engine.step import Engine, block_spec
-from bptt_keras.engine.streaming import numpy_batches, stack_group
+from bptt_keras.engine.streaming import stack_group
 
 
 def fit(
@@ -272,10 +272,11 @@ def fit(
                 logs |= _validate(args, engine)
             callback_list.on_epoch_end(epoch, logs)
             loop.logs = logs
+            last_step = state.step - 1  # the epoch's last batch (a dataset's count is known now)
             state.epoch, state.step = epoch + 1, 0
             checkpointer.save(state, history.history)
             if loop.interrupt.requested:
-                loop.stop_interrupted(epoch, loop.last_step)
+                loop.stop_interrupted(epoch, last_step)
             if model.stop_training:
                 break
     history.trace_count = engine.trace_count() - traces_before
@@ -295,7 +296,6 @@ class _Loop:
         self.zeros = engine.zero_states(args.batch_size)
         self._batch = {}  # under a strategy: the current batch, split over the replicas
         self._stream = None  # a dataset's batches, kept across epochs with steps_per_epoch
-        self.last_step = 0  # the epoch's last batch trained
         if args.strategy is None:
             self.table = tf.constant(
                 [[b.start, b.loss_start, b.next_start - b.start] for b in args.blocks], tf.int32
@@ -308,7 +308,6 @@ class _Loop:
     def _use_arrays(self, x, y, w, rows: int) -> None:
         """The arrays the calls gather their batches from (`rows` of them are real)."""
         self.arrays, self.rows = (x, y, w), rows
-        self._batch.clear()
         if self.args.strategy is None:
             self.data = [tf.convert_to_tensor(a) for a in self.arrays]
 
@@ -387,8 +386,7 @@ class _Loop:
         return True
 
     def _batches(self, skip: int):
-        checks = batch_checker(self.args.parts, self.args.loss)
-        return numpy_batches(self.args.dataset, checks, skip=skip)
+        return checked_batches(self.args.dataset, self.args.parts, self.args.loss, skip=skip)
 
     def _train_span(self, epoch: int, plan: EpochPlan, update: int, end: int, states, base: int):
         """Trains updates `update ... end - 1` of `plan`, whose batch 0 is the epoch's batch
@@ -414,7 +412,6 @@ class _Loop:
             state.states = finals if args.stateful else None
             states = finals if args.stateful else self.zeros
             state.epoch, state.step = epoch, base + update // per_batch
-            self.last_step = state.step - 1
             # The epoch's end checkpoints itself (a dataset's end is known only after it).
             known = args.batches_per_epoch
             if known is None or state.step < known:
@@ -510,12 +507,10 @@ def _validate(args: FitArgs, engine: Engine) -> dict:
             engine, args.validation, args.batch_size, args.normaliser, args.stateful,
             prefix="val_",
         )  # fmt: skip
-    checks = batch_checker(args.parts, args.loss, name="validation_data")
-    batches = numpy_batches(args.validation, checks, name="validation_data")
+    batches = checked_batches(args.validation, args.parts, args.loss, name="validation_data")
     return score_dataset(
-        engine, batches, args.validation.batch_size, args.normaliser, args.stateful,
-        prefix="val_",
-    )  # fmt: skip
+        engine, batches, args.validation.batch_size, args.normaliser, prefix="val_"
+    )
 
 
 def _group_plan(args: FitArgs, weights: list, real: list[int], group: int) -> EpochPlan:

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bptt_keras.engine.arguments import check_run, check_strategy, check_weights, model_strategy
+from bptt_keras.engine.arguments import check_run, check_strategy, model_strategy, step_weights
 from bptt_keras.engine.step import Engine, block_spec
 from bptt_keras.losses import Normaliser
 from bptt_keras.truncation import plan_blocks
@@ -103,7 +103,7 @@ def bptt_gradients(
         model, x, y, loss, reduction, k1, k2, recompute, fast=bool(fast)
     )
     batch, time = x.shape[:2]
-    w = parts.mask_weights(x, check_weights(sample_weight, (batch, time)))
+    w = step_weights(parts, x, sample_weight)
     strategy = model_strategy(model, strategy)
     check_strategy(strategy, model, batch, name="x.shape[0]")
     engine = engine_for(model, loss=loss, strategy=strategy, fast=bool(fast), recompute=recompute)

@@ -118,7 +118,7 @@ class Engine:
     ):  # fmt: skip
         self.parts = Parts(model)
         self.model = model
-        self.stateful = any(layer.stateful for layer in self.parts.recurrent)
+        self.stateful = self.parts.stateful
         self.fast, self.recompute, self.loss = fast, recompute, get_loss(loss, model)
         self.metrics = tuple(metrics)
         self.stats_size = FIRST_METRIC + 2 * len(self.metrics)

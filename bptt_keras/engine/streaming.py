@@ -67,17 +67,16 @@ class DatasetInput:
 
 
 def check_dataset(
-    dataset, parts: Parts, loss: StepLoss, *, stateful: bool, steps_per_epoch: int | None,
-    name: str = "x",
-) -> DatasetInput:  # fmt: skip
+    dataset, parts: Parts, loss: StepLoss, *, steps_per_epoch: int | None, name: str = "x"
+) -> DatasetInput:
     """Checks a dataset's element spec against the model (before any tracing).
 
     Args:
         dataset: a `tf.data.Dataset` of `(x, y)` or `(x, y, sample_weight)` batches.
         parts: the model's parts (input and output sizes, token input).
-        loss: the resolved loss (sparse targets are class ids).
-        stateful: the model carries state from batch to batch: every batch must then hold
-            the model's fixed batch size, known from the element spec.
+        loss: the resolved loss (sparse targets are class ids). A stateful model (carrying
+            state from batch to batch) needs every batch to hold its fixed batch size, known
+            from the element spec.
         steps_per_epoch: checked positive int or None.
         name: the argument's name in messages.
 
@@ -141,6 +140,7 @@ def check_dataset(
                 "sample weights must be aligned step by step."
             )
         time = time if time is not None else other.shape[1]
+    stateful = parts.stateful
     model_batch = parts.model.inputs[0].shape[0] if stateful else None
     if stateful and batch is None:
         raise ValueError(
