@@ -208,6 +208,8 @@ def test_reproduce_list_names_every_experiment(capsys):
         (["reproduce", "copy", "--seeds", "0,x"], ["--seeds", "comma-separated", "'0,x'"]),
         (["reproduce", "copy", "--seeds", "1,1"], ["at least two different seeds"]),
         (["reproduce", "copy", "--seeds", "3"], ["at least two different seeds"]),
+        (["reproduce", "copy", "--seeds", "0,1", "--jobs", "0"], ["--jobs", "at least 1", "0"]),
+        (["reproduce", "copy", "--jobs", "2"], ["--jobs 2", "needs --seeds"]),
     ],
 )
 def test_reproduce_bad_input_is_one_line_and_exit_2(argv, words, capsys, tmp_path):
@@ -339,6 +341,66 @@ def test_copy_paper_scale_uses_their_sizes_optimizer_and_clipping(tmp_path):
     assert "RMSprop (decay 0.9)" in notes and "clipped to +-1" in notes
     assert "units: LSTM 40, tanh RNN 80, batch 20" in notes
     assert report.config["scale"] == "paper"
+
+
+@pytest.mark.slow  # three tiny training runs
+def test_adding_paper_scale_uses_their_sizes_optimizer_and_clipping(tmp_path):
+    from bptt_keras.experiments.adding import CONFIG
+
+    assert CONFIG["paper"]["lengths"] == [100, 200, 400]
+    assert CONFIG["paper"]["epochs"] * CONFIG["paper"]["train_sequences"] // 20 == 20_000
+    report = run_experiment(
+        "adding", scale="paper", out=tmp_path / "p", verbose=0,
+        overrides={"lengths": [6], "epochs": 1, "train_sequences": 40, "val_sequences": 20},
+    )  # fmt: skip
+    rows = report.tables["results"]
+    assert [r["model"] for r in rows] == ["LSTM", "tanh RNN", "IRNN"]
+    assert [r["updates"] for r in rows] == [2, 2, 2]
+    notes = (tmp_path / "p" / "results.md").read_text()
+    assert "RMSprop (decay 0.9)" in notes and "clipped to +-1" in notes
+    assert "units: 128, batch 20" in notes
+
+
+def test_a_diverged_run_is_named_with_the_update_it_stopped_at():
+    from bptt_keras.experiments._training import Curves, summary_rows
+
+    curves = Curves()
+    updates = np.array([0, 10, 20])
+    curves[5] = {
+        "LSTM": (updates, np.array([1.0, 0.5, 0.1])),
+        "IRNN": (updates, np.array([1.0, np.nan, np.nan])),
+    }
+    curves.measured_baselines[5] = 0.5
+    curves.stopped[(5, "IRNN")] = 3
+    lstm, irnn = summary_rows(
+        curves,
+        baselines={5: 0.5},
+        metric="MSE",
+        baseline_column="b",
+        published={"LSTM": "", "IRNN": ""},
+    )
+    assert lstm["stopped: non-finite loss at update"] == "-" and lstm["final / baseline"] == 0.2
+    assert irnn["stopped: non-finite loss at update"] == 3 and irnn["best MSE"] == 1.0
+    assert not irnn["beats the baseline (< 0.9x)"] and np.isnan(irnn["final MSE"])
+
+
+@pytest.mark.slow  # two short training runs in two processes
+def test_seeds_run_as_parallel_jobs_and_are_summarised_from_their_directories(tmp_path, capsys):
+    from bptt_keras.experiments.report import load_tables
+
+    out = tmp_path / "jobs"
+    argv = ["reproduce", "truncation", "--quick", "--seeds", "0,1", "--jobs", "2", "--out"]
+    assert main([*argv, str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "seed 0 done" in printed and "seed 1 done" in printed
+    finals = [load_tables(out / f"seed-{s}")["results"][0]["final val MSE"] for s in (0, 1)]
+    assert all(isinstance(f, float) for f in finals)  # types survive the round trip
+    summary = load_tables(out)["results"][0]["final val MSE"]
+    assert abs(float(summary.split(" ±")[0]) - np.mean(finals)) < 1e-3 * np.mean(finals)
+    assert json.loads((out / "config.json").read_text())["jobs"] == 2
+    assert all((out / f"seed-{s}.log").exists() for s in (0, 1))
+    with pytest.raises(FileNotFoundError, match="no finished run"):
+        load_tables(tmp_path)
 
 
 def test_experiment_optimizers():

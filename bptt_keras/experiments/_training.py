@@ -105,7 +105,8 @@ def learning_curve(
     )
     per_epoch = -(-x.shape[0] // batch_size)  # full BPTT: one update per batch
     updates = per_epoch * np.arange(epochs + 1)
-    losses = np.array([initial, *history.history["val_loss"]])
+    # A run stopped by a non-finite loss in its first epoch has no validation loss at all.
+    losses = np.array([initial, *history.history.get("val_loss", [])])
     if len(losses) < epochs + 1:  # stopped early on a non-finite loss: the curve ends there
         losses = np.concatenate([losses, np.full(epochs + 1 - len(losses), np.nan)])
     return updates, losses
@@ -127,6 +128,9 @@ class Curves(dict):
         super().__init__()
         self.measured_baselines: dict = {}
         self.metrics: dict = {}
+        # (length, model) -> the update whose loss or gradient was non-finite, where training
+        # stopped (the curve is NaN from the next epoch on).
+        self.stopped: dict = {}
 
 
 def compare_models(
@@ -183,6 +187,11 @@ def compare_models(
                 loss=loss,
                 seed=seed,
             )
+            nonfinite = getattr(model.history, "nonfinite", None)
+            if nonfinite is not None:
+                per_epoch = -(-cfg["train_sequences"] // cfg["batch_size"])
+                epochs_done = nonfinite["epoch"] - 1
+                curves.stopped[(length, name)] = epochs_done * per_epoch + nonfinite["step"]
             if final_metrics is not None:
                 curves.metrics[(length, name)] = final_metrics(model, val)
             if progress is not None:
@@ -195,11 +204,12 @@ def summary_rows(
 ) -> list[dict]:
     """One results row per (length, model): initial, final and best held-out loss against
     the task's baseline (its expected value, and its loss measured on the same held-out set
-    when `curves` has it), whether the model beats it (`BEATS`), any extra metrics, and the
-    published result quoted for that model."""
+    when `curves` has it), whether the model beats it (`BEATS`), any extra metrics, the
+    update at which a diverged run stopped, and the published result quoted for that model."""
     rows = []
     measured = getattr(curves, "measured_baselines", {})
     extras = getattr(curves, "metrics", {})
+    stopped = getattr(curves, "stopped", {})
     for length, by_model in curves.items():
         for name, (updates, losses) in by_model.items():
             row = {
@@ -208,7 +218,7 @@ def summary_rows(
                 "updates": int(updates[-1]),
                 f"initial {metric}": float(losses[0]),
                 f"final {metric}": float(losses[-1]),
-                f"best {metric}": float(min(losses)),
+                f"best {metric}": float(np.nanmin(losses)),
                 baseline_column: baselines[length],
             }
             reference = measured.get(length, baselines[length])
@@ -217,6 +227,8 @@ def summary_rows(
             row["final / baseline"] = float(losses[-1] / reference)
             row[f"beats the baseline (< {BEATS:g}x)"] = bool(losses[-1] < BEATS * reference)
             row |= extras.get((length, name), {})
+            if stopped:  # a column only where some run diverged; "-": trained to the end
+                row["stopped: non-finite loss at update"] = stopped.get((length, name), "-")
             row["published"] = published[name]
             rows.append(row)
     return rows

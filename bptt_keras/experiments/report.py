@@ -6,6 +6,7 @@ A run directory of `bptt-keras reproduce NAME` holds
     <table>.csv/.md      each results table, published figures beside measured ones
     curves.csv           raw data behind the learning-curve plots, where there are any
     <figure>.png         each plot
+    tables.json          the tables with their types (for summaries over seeds)
     README.md            the tables and figures of the run on one page
 
 Every number in a table is computed in the same run; published numbers are quoted with their
@@ -41,6 +42,18 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def load_tables(out: str | Path) -> dict[str, list[dict]]:
+    """The tables of a finished run directory (`tables.json`), as `Report.tables` held them.
+
+    Raises:
+        FileNotFoundError: `out` holds no finished run (no `tables.json`).
+    """
+    path = Path(out) / "tables.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{out} holds no finished run: {path.name} is missing.")
+    return json.loads(path.read_text())
 
 
 def code_version() -> str:
@@ -150,6 +163,11 @@ class Report:
         """Writes `config.json` and `README.md` (summary, then every table and figure)."""
         config_path = self.out / "config.json"
         config_path.write_text(json.dumps(self.config, indent=2, default=str) + "\n")
+        # The tables with their types (yes/no, integers, floats, NaN), for summaries made from
+        # run directories written by other processes (`reproduce --seeds ... --jobs N`).
+        tables_path = self.out / "tables.json"
+        tables_path.write_text(json.dumps(self.tables, indent=1, default=str) + "\n")
+        self.files["tables.json"] = tables_path
         mode = self.scale
         seeds = self.config.get("seeds")
         who = f"seeds {', '.join(map(str, seeds))}" if seeds else f"seed {self.seed}"

@@ -13,19 +13,29 @@ rounding). `bptt-keras reproduce NAME --seeds 0,1,2` runs `run_experiment` once 
   columns become the count of yes;
 - `curves.png`: each learning curve's mean over the seeds with its min-max band;
 - `config.json` (the seeds) and `README.md`.
+
+`--jobs N` runs N seeds at a time, each in its own process with `cores // N` TensorFlow
+threads: the small matrix products of a recurrent step use one core poorly, so on 2 cores
+two one-thread processes train about 1.6x as many updates per second as one two-thread
+process (measured on the adding problem, LSTM 128 units, batch 20). A seed's numbers may
+then differ from a `--jobs 1` run in float rounding only.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import os
 import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from bptt_keras.experiments.report import Report
+from bptt_keras.experiments.report import Report, load_tables
 
 _CURVE_X = ("updates", "epoch", "chars", "training chars")
 _CURVE_Y = "val_loss"
@@ -105,8 +115,66 @@ def plot_spread(curves: list[list[dict]], *, title: str) -> Figure | None:
     return fig
 
 
-def run_seeds(name: str, seeds: list[int], *, scale: str, out: str | Path, verbose: int = 1):
+def run_in_processes(
+    name: str, seeds: list[int], *, scale: str, out: Path, jobs: int, verbose: int = 1
+) -> None:
+    """Runs `bptt-keras reproduce NAME --seed S` for every seed, `jobs` processes at a time,
+    each with `cores // jobs` TensorFlow threads; each seed's output goes to `OUT/seed-S.log`.
+
+    Raises:
+        RuntimeError: a seed's run failed (its log named); the others are stopped.
+    """
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    env = os.environ | {"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1"}
+    pending, running, start = list(seeds), {}, time.monotonic()
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                seed = pending.pop(0)
+                command = [
+                    sys.executable, "-m", "bptt_keras", "reproduce", name, "--scale", scale,
+                    "--seed", str(seed), "--out", str(out / f"seed-{seed}"), "--quiet",
+                ]  # fmt: skip
+                with open(out / f"seed-{seed}.log", "w") as log:
+                    running[seed] = subprocess.Popen(
+                        command, stdout=log, stderr=subprocess.STDOUT, env=env
+                    )
+            time.sleep(0.5)
+            for seed, process in list(running.items()):
+                if process.poll() is None:
+                    continue
+                del running[seed]
+                if process.returncode != 0:
+                    raise RuntimeError(
+                        f"Experiment {name!r} failed for seed {seed} (exit status "
+                        f"{process.returncode}); see {out / f'seed-{seed}.log'}."
+                    )
+                if verbose:
+                    done = len(seeds) - len(pending) - len(running)
+                    elapsed = time.strftime("%H:%M:%S", time.gmtime(time.monotonic() - start))
+                    print(f"[{name}] seed {seed} done ({done}/{len(seeds)}), {elapsed} elapsed")
+    finally:  # an interrupt or a failed seed stops the others
+        for process in running.values():
+            process.terminate()
+            process.wait()
+
+
+def run_seeds(
+    name: str,
+    seeds: list[int],
+    *,
+    scale: str,
+    out: str | Path,
+    verbose: int = 1,
+    jobs: int = 1,
+):
     """Runs experiment `name` once per seed and writes the summary (module docstring).
+
+    Args:
+        name: the experiment; seeds: at least two different seeds.
+        scale: `"quick"`, `"full"` or `"paper"`; out: the summary's directory.
+        verbose: 1 prints progress; jobs: seeds run at a time, each in its own process
+            (1: one after another in this process).
 
     Returns:
         The summary's `Report`.
@@ -115,17 +183,23 @@ def run_seeds(name: str, seeds: list[int], *, scale: str, out: str | Path, verbo
 
     if len(seeds) < 2 or len(set(seeds)) != len(seeds):
         raise ValueError(f"`seeds` must name at least two different seeds. Received: {seeds}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"`jobs` must be an integer >= 1. Received: {jobs!r}")
     out = Path(out)
-    reports = [
-        run_experiment(name, scale=scale, out=out / f"seed-{seed}", seed=seed, verbose=verbose)
-        for seed in seeds
-    ]
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [out / f"seed-{seed}" for seed in seeds]
+    if jobs == 1:
+        for seed, run in zip(seeds, runs, strict=True):
+            run_experiment(name, scale=scale, out=run, seed=seed, verbose=verbose)
+    else:
+        run_in_processes(name, seeds, scale=scale, out=out, jobs=jobs, verbose=verbose)
+    tables = [load_tables(run) for run in runs]
     summary = Report(
-        name, out, quick=scale == "quick", seed=seeds[0], config={"seeds": list(seeds)},
-        verbose=0, scale=scale,
+        name, out, quick=scale == "quick", seed=seeds[0],
+        config={"seeds": list(seeds), "jobs": jobs}, verbose=0, scale=scale,
     )  # fmt: skip
-    for table in reports[0].tables:
-        rows = summarise_rows([report.tables[table] for report in reports])
+    for table in tables[0]:
+        rows = summarise_rows([by_name[table] for by_name in tables])
         summary.table(
             table,
             rows,
@@ -134,7 +208,7 @@ def run_seeds(name: str, seeds: list[int], *, scale: str, out: str | Path, verbo
             "(min-max); yes/no columns: how many seeds said yes. Each seed's own tables are in "
             "`seed-<s>/`.",
         )
-    curve_files = [report.out / "curves.csv" for report in reports]
+    curve_files = [run / "curves.csv" for run in runs]
     if all(path.exists() for path in curve_files):
         title = f"{name}: seeds {', '.join(map(str, seeds))}"
         fig = plot_spread([_read_curves(p) for p in curve_files], title=title)
@@ -143,6 +217,6 @@ def run_seeds(name: str, seeds: list[int], *, scale: str, out: str | Path, verbo
     summary.finish(
         f"Experiment `{name}` over seeds {', '.join(map(str, seeds))}; each seed's run "
         "directory is `seed-<s>/`, its summary line: "
-        + " | ".join((r.out / "README.md").read_text().split("\n\n")[1].strip() for r in reports)
+        + " | ".join((run / "README.md").read_text().split("\n\n")[1].strip() for run in runs)
     )
     return summary
