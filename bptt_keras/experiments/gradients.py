@@ -164,7 +164,7 @@ def _norm_row(label, model, norms, worst_ratio, bound_holds, theory) -> dict:
         "per-step factor": _decay_factor(norms),
         "max ||dh_T/dh_t|| / lambda_1^(T-t)": worst_ratio,
         "bound holds": bound_holds,
-        "theory (Pascanu et al. 2013, sec. 3)": theory,
+        "theory (Pascanu et al. 2013, sec. 2.1)": theory,
     }
 
 
