@@ -267,7 +267,8 @@ def _parser(defaults: TrainConfig | None = None) -> argparse.ArgumentParser:
         help="quick, full (the default) or paper: the published sizes and budgets, where the "
         "experiment has them (seq2seq: Keras' 4- and 5-digit rows, about 1.5 hours; copy: "
         "Arjovsky et al.'s sizes, RMSprop and 20,000 updates, about 3 minutes; adding: "
-        "the same for 128-unit models at T = 100, 200, 400, about 30 minutes)",
+        "the same for 128-unit models at T = 100, 200, 400, about 36 minutes for three seeds "
+        "with --jobs 3)",
     )
     reproduce.add_argument(
         "--out",
