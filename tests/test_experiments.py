@@ -162,6 +162,7 @@ def test_report_writes_csv_markdown_config_and_readme(tmp_path):
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     # The code that made the run: this checkout's commit (or the installed version).
     assert re.fullmatch(r"[0-9a-f]{7,}(\+changes)?|bptt_keras \S+", config.pop("code"))
+    assert 0 <= config.pop("wall_seconds") < 60
     assert config == {"experiment": "demo", "quick": True, "seed": 3, "T": [5, 10]}
     assert "Summary line." in readme.read_text() and md in readme.read_text()
     with pytest.raises(ValueError, match="no rows"):
@@ -397,10 +398,25 @@ def test_seeds_run_as_parallel_jobs_and_are_summarised_from_their_directories(tm
     assert all(isinstance(f, float) for f in finals)  # types survive the round trip
     summary = load_tables(out)["results"][0]["final val MSE"]
     assert abs(float(summary.split(" ±")[0]) - np.mean(finals)) < 1e-3 * np.mean(finals)
-    assert json.loads((out / "config.json").read_text())["jobs"] == 2
+    config = json.loads((out / "config.json").read_text())
+    assert config["jobs"] == 2
+    # The summary's wall time covers both seeds' runs, each of which reports its own.
+    seed_seconds = [
+        json.loads((out / f"seed-{s}" / "config.json").read_text())["wall_seconds"] for s in (0, 1)
+    ]
+    assert config["wall_seconds"] >= max(seed_seconds) > 0
+    assert "Wall time: " in (out / "README.md").read_text().split("\n\n")[2]
     assert all((out / f"seed-{s}.log").exists() for s in (0, 1))
     with pytest.raises(FileNotFoundError, match="no finished run"):
         load_tables(tmp_path)
+
+
+def test_wall_time_is_formatted_for_people():
+    from bptt_keras.experiments.report import format_seconds
+
+    assert format_seconds(12.34) == "12.3 s"
+    assert format_seconds(2132) == "35 min 32 s"
+    assert format_seconds(3725.2) == "1 h 2 min 5 s"
 
 
 def test_experiment_optimizers():

@@ -2,7 +2,8 @@
 
 A run directory of `bptt-keras reproduce NAME` holds
 
-    config.json          the exact configuration (quick or full, seed, every size used)
+    config.json          the exact configuration (quick or full, seed, every size used), the
+                         commit that ran ("code") and the wall time ("wall_seconds")
     <table>.csv/.md      each results table, published figures beside measured ones
     curves.csv           raw data behind the learning-curve plots, where there are any
     <figure>.png         each plot
@@ -19,6 +20,7 @@ import csv
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,16 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def format_seconds(seconds: float) -> str:
+    """`3725.2` -> `"1 h 2 min 5 s"`; under a minute, `"12.3 s"`."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return (f"{hours} h " if hours else "") + f"{minutes} min {secs} s"
 
 
 def load_tables(out: str | Path) -> dict[str, list[dict]]:
@@ -119,6 +131,9 @@ class Report:
         self.tables: dict[str, list[dict]] = {}
         self.files: dict[str, Path] = {}
         self._sections: list[str] = []
+        # When the run began (`time.monotonic()`): `finish` reports the wall time from here, so
+        # a user knows what rerunning it costs. A summary over seeds sets it to its first run's.
+        self.started = time.monotonic()
 
     def progress(self, total: int) -> Progress:
         """A `Progress` for `total` units of this experiment (silent when `verbose=0`)."""
@@ -161,6 +176,8 @@ class Report:
 
     def finish(self, summary: str) -> Path:
         """Writes `config.json` and `README.md` (summary, then every table and figure)."""
+        seconds = time.monotonic() - self.started
+        self.config["wall_seconds"] = round(seconds, 1)
         config_path = self.out / "config.json"
         config_path.write_text(json.dumps(self.config, indent=2, default=str) + "\n")
         # The tables with their types (yes/no, integers, floats, NaN), for summaries made from
@@ -171,7 +188,11 @@ class Report:
         mode = self.scale
         seeds = self.config.get("seeds")
         who = f"seeds {', '.join(map(str, seeds))}" if seeds else f"seed {self.seed}"
-        head = f"# Experiment `{self.name}` ({mode} mode, {who})\n\n{summary}\n"
+        head = (
+            f"# Experiment `{self.name}` ({mode} mode, {who})\n\n{summary}\n\n"
+            f"Wall time: {format_seconds(seconds)} on {os.cpu_count()} CPU cores "
+            f"(code {self.config['code']}).\n"
+        )
         readme = self.out / "README.md"
         tmp = readme.with_suffix(".tmp")
         tmp.write_text("\n".join([head, *self._sections]))

@@ -188,6 +188,7 @@ def run_seeds(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs = [out / f"seed-{seed}" for seed in seeds]
+    started = time.monotonic()
     if jobs == 1:
         for seed, run in zip(seeds, runs, strict=True):
             run_experiment(name, scale=scale, out=run, seed=seed, verbose=verbose)
@@ -198,6 +199,7 @@ def run_seeds(
         name, out, quick=scale == "quick", seed=seeds[0],
         config={"seeds": list(seeds), "jobs": jobs}, verbose=0, scale=scale,
     )  # fmt: skip
+    summary.started = started  # the summary's wall time covers every seed's run
     for table in tables[0]:
         rows = summarise_rows([by_name[table] for by_name in tables])
         summary.table(
