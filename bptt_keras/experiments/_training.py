@@ -37,6 +37,22 @@ def score(model: keras.Model, data: tuple, *, loss: str) -> float:
     return evaluate(model, x, y, loss=loss, sample_weight=w[0] if w else None, batch_size=256)
 
 
+ARJOVSKY_TRAINING = {
+    "train_sequences": 20000,
+    "val_sequences": 1000,
+    "batch_size": 20,
+    "epochs": 20,
+    "learning_rate": 1e-3,
+    "global_clipnorm": None,
+    "optimizer": "rmsprop",
+    "clipvalue": 1.0,
+}
+"""Arjovsky, Shah & Bengio 2016's training, shared by the adding and copy `paper` scales:
+RMSprop 1e-3 with decay 0.9, each gradient element clipped at 1, batch 20 and 20,000 updates
+(their code's defaults), as 20 passes over 20,000 sequences so that the held-out loss is
+recorded every 1,000 updates."""
+
+
 def make_optimizer(name: str, learning_rate: float, clipvalue: float | None = None):
     """Adam, or RMSprop with decay 0.9 (Arjovsky et al. 2016's choice for every model);
     `clipvalue` clips each gradient element, as their code does."""
@@ -189,9 +205,9 @@ def compare_models(
             )
             nonfinite = getattr(model.history, "nonfinite", None)
             if nonfinite is not None:
-                per_epoch = -(-cfg["train_sequences"] // cfg["batch_size"])
+                per_epoch = curves[length][name][0][1]  # the curve's x: updates per epoch
                 epochs_done = nonfinite["epoch"] - 1
-                curves.stopped[(length, name)] = epochs_done * per_epoch + nonfinite["step"]
+                curves.stopped[(length, name)] = int(epochs_done * per_epoch + nonfinite["step"])
             if final_metrics is not None:
                 curves.metrics[(length, name)] = final_metrics(model, val)
             if progress is not None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from bptt_keras.experiments._training import (
+    ARJOVSKY_TRAINING,
     MODELS,
     compare_models,
     describe_training,
@@ -58,23 +59,14 @@ CONFIG = {
         "global_clipnorm": 1.0,
     },
     # Arjovsky, Shah & Bengio 2016's adding setting (Fig. 2) where 2 cores allow: 128 units
-    # for every model, RMSprop 1e-3 with decay 0.9, each gradient element clipped at 1 (their
-    # code), batch 20, 20,000 updates, T = 100, 200 and 400 (the LSTM beats the baseline
-    # convincingly at all three in their runs; the tanh RNN and IRNN at none). 20,000
-    # training sequences seen 20 times (their code draws 100,000 seen 4 times) so that the
-    # held-out MSE is recorded every 1,000 updates.
+    # for every model and their training (`ARJOVSKY_TRAINING`), T = 100, 200 and 400 (the
+    # LSTM beats the baseline convincingly at all three in their runs; the tanh RNN and IRNN
+    # at none). Their code draws 100,000 training sequences seen 4 times.
     "paper": {
         "lengths": [100, 200, 400],
         "models": ["LSTM", "tanh RNN", "IRNN"],
         "units": 128,
-        "train_sequences": 20000,
-        "val_sequences": 1000,
-        "batch_size": 20,
-        "epochs": 20,
-        "learning_rate": 1e-3,
-        "global_clipnorm": None,
-        "optimizer": "rmsprop",
-        "clipvalue": 1.0,
+        **ARJOVSKY_TRAINING,
     },
 }
 

@@ -36,6 +36,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from bptt_keras.experiments.report import Report, load_tables
+from bptt_keras.progress import Progress
 
 _CURVE_X = ("updates", "epoch", "chars", "training chars")
 _CURVE_Y = "val_loss"
@@ -126,7 +127,8 @@ def run_in_processes(
     """
     threads = max(1, (os.cpu_count() or 1) // jobs)
     env = os.environ | {"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1"}
-    pending, running, start = list(seeds), {}, time.monotonic()
+    pending, running = list(seeds), {}
+    progress = Progress(name, len(seeds), enabled=bool(verbose))
     try:
         while pending or running:
             while pending and len(running) < jobs:
@@ -149,10 +151,7 @@ def run_in_processes(
                         f"Experiment {name!r} failed for seed {seed} (exit status "
                         f"{process.returncode}); see {out / f'seed-{seed}.log'}."
                     )
-                if verbose:
-                    done = len(seeds) - len(pending) - len(running)
-                    elapsed = time.strftime("%H:%M:%S", time.gmtime(time.monotonic() - start))
-                    print(f"[{name}] seed {seed} done ({done}/{len(seeds)}), {elapsed} elapsed")
+                progress.done(f"seed {seed} done")
     finally:  # an interrupt or a failed seed stops the others
         for process in running.values():
             process.terminate()
